@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "ARCH_BACKBONES",
+    "EXTENSION_POOLS",
     "MINE_POOLS",
     "MODIFIERS",
     "SOTA_POOLS",
@@ -44,6 +45,10 @@ ARCH_BACKBONES: tuple[str, ...] = (
     "mobilenetv3_large",
 )
 SOTA_POOLS: tuple[str, ...] = ("skip", "maxp", "avgp", "lip", "gaussian_pool", "attnpool")
+EXTENSION_POOLS: tuple[str, ...] = ("lip_orig", "softpool")
+"""Pools this package adds to the grammar (not in the official code): the LIP paper's operator and SoftPool.
+They behave like the exact-match pools and never change how an official name parses."""
+_EXACT_POOLS: tuple[str, ...] = SOTA_POOLS + EXTENSION_POOLS
 MINE_POOLS: tuple[str, ...] = (
     "nlp",
     "dfmnlp",
@@ -260,7 +265,7 @@ def parse_arch(name: str, *, strict: bool = False) -> Arch:
     if strict and ignored:
         raise ArchError(_ignored_message(ignored, pool, text))
     modifiers = tuple(m for m in MODIFIERS if found[m] and not (m == "reduced" and _has_reduced_variant(found)))
-    if pool_type in SOTA_POOLS:
+    if pool_type in _EXACT_POOLS:
         stages = tuple(StagePool("skip", 1) if s == 1 else StagePool(pool_type, s) for s in strides)
     else:
         stages = _mine_stages(pool_type, found, strides, conv, strict, text)
@@ -352,7 +357,7 @@ _EXAMPLE_STRIDES = {4: "1222", 7: "1222121", 11: "22121111211", 15: "12121121111
 
 def _split_pool(token: str, text: str, *, what: str) -> tuple[str, dict[str, bool], tuple[str, ...]]:
     """Return (base type, modifier → found as substring, ignored suffix tokens) of a POOL/PREPOOL token."""
-    if token in SOTA_POOLS:
+    if token in _EXACT_POOLS:
         return token, dict.fromkeys(MODIFIERS, False), ()
     base, *suffixes = token.split("_")
     if base in MINE_POOLS:
@@ -364,10 +369,10 @@ def _split_pool(token: str, text: str, *, what: str) -> tuple[str, dict[str, boo
             f"{what} {token!r} in {text!r}: {sota!r} takes no modifiers (official: 'Undefined Pooling Type'); "
             f"modifiers ({', '.join(MODIFIERS)}) apply only to {', '.join(MINE_POOLS)}"
         )
-    close = difflib.get_close_matches(base, SOTA_POOLS + MINE_POOLS, n=1)
+    close = difflib.get_close_matches(base, _EXACT_POOLS + MINE_POOLS, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     raise ArchError(
-        f"unknown {what} {token!r} in {text!r}; valid: {', '.join(SOTA_POOLS)} (exact), or "
+        f"unknown {what} {token!r} in {text!r}; valid: {', '.join(_EXACT_POOLS)} (exact), or "
         f"{', '.join(MINE_POOLS)} optionally followed by _modifiers ({', '.join(MODIFIERS)}){hint}"
     )
 
@@ -424,7 +429,7 @@ def _prepool_config(
     pool_type: str, found: dict[str, bool], stride: int, conv: str, strict: bool, text: str
 ) -> StagePool:
     """The stem pool (reference_spec §1.2 'Prepool'); ``nowin`` applies only when ``strict``."""
-    if pool_type in SOTA_POOLS:
+    if pool_type in _EXACT_POOLS:
         return StagePool(pool_type, stride)
     if strict and _has_reduced_variant(found):
         raise ArchError(

@@ -350,8 +350,18 @@ def test_error_names_the_bad_token(name: str, fragment: str) -> None:
 def test_errors_list_the_valid_choices() -> None:
     with pytest.raises(ArchError, match="mobilenetv3_large"):
         parse_arch("vgg16-nlp-1222")
-    with pytest.raises(ArchError, match=r"gaussian_pool.*nlpnobn2.*headfix2"):
-        parse_arch("resnet18-softpool-1222")
+    with pytest.raises(ArchError, match=r"gaussian_pool.*softpool.*nlpnobn2.*headfix2"):
+        parse_arch("resnet18-mixedpool-1222")
+
+
+@pytest.mark.parametrize("pool", ["lip_orig", "softpool"])
+def test_extension_pools_are_exact_match_pools(pool: str) -> None:
+    arch = parse_arch(f"prepool-{pool}-4-resnet18-{pool}-1222")
+    assert [s.type for s in arch.stages] == ["skip", pool, pool, pool]
+    assert arch.prepool == StagePool(pool, 4)
+    assert str(arch) == f"prepool-{pool}-4-resnet18-{pool}-1222"
+    with pytest.raises(ArchError, match="takes no modifiers|unknown pool"):
+        parse_arch(f"resnet18-{pool}_headfix2-1222")
 
 
 def test_non_string_is_a_type_error() -> None:
