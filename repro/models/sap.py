@@ -1,0 +1,214 @@
+"""Build any model of the Self-Attentive-Pooling architecture grammar: ``build_sap_model('resnet18-nlp-1222', 10)``.
+
+The name is parsed by :func:`repro.arch.parse_arch`; its backbone picks the network and the default placement of the
+pools (reference_spec §3), which ``placement=`` may override (the choice is recorded as ``model.placement``). Every
+model also carries ``model.arch`` (the parsed :class:`repro.arch.Arch`), ``model.pretty_name`` and
+``model.build_options`` (the quirk switches used), so that results can say exactly what was built.
+
+Faithful by default; the corrections are opt-in:
+
+* ``corrected_prepool_skip`` (default: ``arch.strict``): ``prepool-skip-K`` on ResNet gives the stem conv stride K,
+  instead of the official "no stem downsampling at all" (B14).
+* ``torchvision_stem_pool``: ResNet's stem max-pool is 3x3/s2/p1 instead of the official 2x2/s2/p0 (B5).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from repro.arch import ARCH_BACKBONES, STAGE_COUNTS, Arch, StagePool, parse_arch
+from repro.models.mobilenetv2 import MobileNetV2
+from repro.models.mobilenetv3 import MobileNetV3
+from repro.models.resnet import BasicBlock, Bottleneck, ResNet
+from repro.models.resnext import resnext18
+from repro.models.sap_common import PLACEMENT_HELP, PLACEMENTS, SapBackbone, resolve_conv_layer
+
+__all__ = ["STANDARD_STRIDES", "build_sap_model", "describe_zoo", "format_zoo"]
+
+#: The strides of the unmodified network per backbone (digit 1 = the stage keeps its resolution).
+STANDARD_STRIDES: dict[str, str] = {
+    "resnet18": "1222",
+    "resnet18_v2": "1222",
+    "resnet50": "1222",
+    "resnet50_v2": "1222",
+    "resnext": "1222",
+    "mobilenet": "1222121",
+    "mobilenet_v2": "1222121",
+    "mobilenetv3_small": "22121111211",
+    "mobilenetv3_large": "121211211111121",
+}
+
+_RESNET_BLOCKS = {"resnet18": (BasicBlock, (2, 2, 2, 2)), "resnet50": (Bottleneck, (3, 4, 6, 3))}
+
+
+def build_sap_model(
+    arch: str | Arch,
+    num_classes: int = 1000,
+    *,
+    features_only: bool = False,
+    out_indices: Sequence[int] | int | None = None,
+    image_size: int | tuple[int, int] | None = None,
+    placement: str | None = None,
+    strict: bool = False,
+    corrected_prepool_skip: bool | None = None,
+    torchvision_stem_pool: bool = False,
+) -> SapBackbone:
+    """Build the network named by ``arch``.
+
+    Args:
+        arch: an architecture name (``'mobilenet_v2-nlp_headfix2-1222121'``) or a parsed :class:`Arch`.
+        num_classes: classifier width.
+        features_only: return a backbone whose forward gives the stage outputs (see ``model.feature_info``).
+        out_indices: the feature outputs to return in ``features_only`` mode (default all).
+        image_size: if given, check now that this input size (side, or (H, W)) is valid for the architecture.
+        placement: override the backbone's pool placement (``stage_end``/``block_end`` for ResNet and ResNeXt,
+            ``stage_start``/``after_projection`` for MobileNetV2, ``after_projection`` for MobileNetV3).
+        strict: parse ``arch`` with ``strict=True`` (corrected grammar semantics; see :func:`repro.arch.parse_arch`).
+        corrected_prepool_skip: fix B14 (default: the arch's ``strict``).
+        torchvision_stem_pool: fix B5 (ResNet only).
+
+    Raises:
+        repro.arch.ArchError: for an invalid name; ValueError for an invalid option or input size.
+    """
+    if isinstance(arch, str):
+        arch = parse_arch(arch, strict=strict)
+    elif not isinstance(arch, Arch):
+        raise TypeError(f"arch must be an architecture name or a repro.arch.Arch, got {type(arch).__name__}")
+    elif strict and not arch.strict:
+        arch = parse_arch(arch.name, strict=True)
+    valid = PLACEMENTS[arch.family]
+    chosen = arch.placement if placement is None else placement
+    if chosen not in valid:
+        raise ValueError(
+            f"{arch.name}: placement {chosen!r} is not available for the {arch.family} family; valid placements: "
+            f"{', '.join(valid)} (the name's own is {arch.placement!r})"
+        )
+    if corrected_prepool_skip is None:
+        corrected_prepool_skip = arch.strict
+    if torchvision_stem_pool and arch.family != "resnet":
+        raise ValueError(
+            f"{arch.name}: torchvision_stem_pool applies to ResNet only (ResNeXt always uses the 3x3 max-pool; "
+            "MobileNets have no stem pool)"
+        )
+    pretty = arch.name if chosen == arch.placement else f"{arch.name} (placement={chosen})"
+    common = {
+        "num_classes": num_classes,
+        "placement": chosen,
+        "features_only": features_only,
+        "out_indices": out_indices,
+        "name": pretty,
+    }
+    stem_stride, stem_pool = _stem(arch, corrected_prepool_skip)
+
+    model: SapBackbone
+    if arch.family == "resnet":
+        block, layers = _RESNET_BLOCKS[arch.backbone.removesuffix("_v2")]
+        model = ResNet(
+            block,
+            layers,
+            arch.stages,
+            stem_stride=stem_stride,
+            stem_pool=stem_pool,
+            torchvision_stem_pool=torchvision_stem_pool,
+            conv_layer=resolve_conv_layer(arch.dynamic),
+            **common,
+        )
+    elif arch.family == "resnext":
+        model = resnext18(arch.stages, **common)
+    elif arch.family == "mobilenetv2":
+        model = MobileNetV2(
+            arch.stages,
+            stem_stride=stem_stride,
+            stem_pool=stem_pool,
+            conv_layer=resolve_conv_layer(arch.dynamic),
+            **common,
+        )
+    else:
+        model = MobileNetV3(
+            arch.backbone.removeprefix("mobilenetv3_"),
+            arch.stages,
+            stem_stride=stem_stride,
+            stem_pool=stem_pool,
+            conv_layer=resolve_conv_layer(arch.dynamic),
+            **common,
+        )
+    model.arch = arch
+    model.build_options = {
+        "placement": chosen,
+        "corrected_prepool_skip": bool(corrected_prepool_skip),
+        "torchvision_stem_pool": bool(torchvision_stem_pool or arch.family == "resnext"),
+    }
+    if image_size is not None:
+        sides = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        model.spatial_plan.check(*sides)
+    return model
+
+
+def _stem(arch: Arch, corrected_prepool_skip: bool) -> tuple[int, StagePool | None]:
+    """(stem conv stride, stem pool) per reference_spec §1.3."""
+    if arch.family == "resnext":
+        return 2, StagePool("maxp", 2)
+    if arch.prepool is None:
+        return 2, StagePool("maxp", 2) if arch.family == "resnet" else None
+    if arch.prepool.is_skip:
+        if arch.family == "resnet" and not corrected_prepool_skip:
+            return 1, None  # B14: the official ResNet has no stem downsampling at all with prepool-skip-K
+        return arch.prepool.stride, None
+    return 1, arch.prepool
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the `repro list` listing
+
+
+def describe_zoo() -> dict[str, object]:
+    """Backbones, pools, placements and registered models, as plain data."""
+    from repro.layers import list_pools
+    from repro.models.registry import list_models, model_family
+
+    family = {b: parse_arch(f"{b}-skip-{STANDARD_STRIDES[b]}").family for b in ARCH_BACKBONES}
+    backbones = [
+        {
+            "backbone": b,
+            "family": family[b],
+            "default_placement": parse_arch(f"{b}-skip-{STANDARD_STRIDES[b]}").placement,
+            "placements": list(PLACEMENTS[family[b]]),
+            "stages": STAGE_COUNTS[b],
+            "standard_strides": STANDARD_STRIDES[b],
+            "example": f"{b}-nlp_headfix2-{STANDARD_STRIDES[b]}",
+        }
+        for b in ARCH_BACKBONES
+    ]
+    models = [{"model": m, "family": model_family(m)} for m in list_models()]
+    return {
+        "backbones": backbones,
+        "pools": list_pools(),
+        "placements": [{"placement": k, "meaning": v} for k, v in PLACEMENT_HELP.items()],
+        "models": models,
+    }
+
+
+def format_zoo(fmt: str = "table") -> str:
+    """:func:`describe_zoo` as JSON (``fmt='json'``) or as plain-text tables (``fmt='table'``)."""
+    zoo = describe_zoo()
+    if fmt == "json":
+        return json.dumps(zoo, indent=2)
+    if fmt != "table":
+        raise ValueError(f"unknown format {fmt!r}; choose 'table' or 'json'")
+    from tabulate import tabulate
+
+    backbones = [{**b, "placements": ", ".join(b["placements"])} for b in zoo["backbones"]]
+    parts = [
+        "Backbones (name grammar: [prepool-<POOL>-<K>-][dy]<BACKBONE>-<POOL>-<STRIDES>)",
+        tabulate(backbones, headers="keys"),
+        "",
+        "Pools: " + ", ".join(zoo["pools"]),
+        "",
+        "Placements",
+        tabulate(zoo["placements"], headers="keys"),
+        "",
+        "Registered models",
+        tabulate(zoo["models"], headers="keys") if zoo["models"] else "(none)",
+    ]
+    return "\n".join(parts)
