@@ -84,7 +84,8 @@ class _EdgeMLCell(nn.Module):
 
 
 class FastGRNNCell(_EdgeMLCell):
-    """FastGRNN: ``z = g(xW + hU + b_g)``, ``c = u(xW + hU + b_u)``, ``h' = z h + (sigmoid(zeta)(1 - z) + sigmoid(nu)) c``.
+    """FastGRNN: ``z = g(xW + hU + b_g)``, ``c = u(xW + hU + b_u)``,
+    ``h' = z h + (sigmoid(zeta)(1 - z) + sigmoid(nu)) c``.
 
     EdgeML initialisation: ``W, U ~ 0.1 N(0, 1)``, biases 1; RNNPool passes ``zeta = 100``, ``nu = -100`` (so the update
     starts as a plain GRU-like convex combination). Parameters: ``in*h + h*h + 2h + 2``.
@@ -111,10 +112,11 @@ class FastGRNNCell(_EdgeMLCell):
         return self.W
 
     def step(self, xw: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-        pre = xw + self.U.t() @ state
+        pre = torch.addmm(xw, self.U.t(), state)
         z = self._gate(pre + self.bias_gate.t())
         c = self._update(pre + self.bias_update.t())
-        return z * state + (torch.sigmoid(self.zeta) * (1.0 - z) + torch.sigmoid(self.nu)) * c
+        zeta, nu = torch.sigmoid(self.zeta), torch.sigmoid(self.nu)
+        return torch.addcmul(((zeta + nu) - zeta * z) * c, z, state)  # z h + (zeta (1 - z) + nu) c
 
 
 class GRUCell(_EdgeMLCell):
@@ -223,7 +225,8 @@ class RNN(nn.Module):
         return torch.cat([final[:n], final[n:]], dim=1)
 
 
-def _pair_hidden(hidden: int | Sequence[int]) -> tuple[int, int]:
+def pair_hidden(hidden: int | Sequence[int]) -> tuple[int, int]:
+    """``(h1, h2)`` from an int (``h1 = h2``) or a pair."""
     if isinstance(hidden, int):
         return hidden, hidden
     values = tuple(int(h) for h in hidden)
@@ -248,7 +251,7 @@ class RNNPool(nn.Module):
         **cell_kwargs,
     ) -> None:
         super().__init__()
-        h1, h2 = _pair_hidden(hidden)
+        h1, h2 = pair_hidden(hidden)
         if min(in_channels, h1, h2) < 1:
             raise ValueError(f"RNNPool needs positive sizes, got in_channels={in_channels}, h1={h1}, h2={h2}")
         self.in_channels, self.h1, self.h2, self.rnn_cell = int(in_channels), h1, h2, rnn_cell
@@ -377,7 +380,7 @@ class RNNPool2d(nn.Module):
 
 
 class GlobalRNNPool2d(nn.Module):
-    """RNNPool over the whole feature map, replacing the final average pool (App. F.1.2): (B, C, H, W) -> (B, 4 h2, 1, 1).
+    """RNNPool over the whole map, replacing the final average pool (App. F.1.2): (B, C, H, W) -> (B, 4 h2, 1, 1).
 
     The paper uses ``h1 = h2 = C / 4`` (the default), so the classifier keeps its input width. The RNN weights do not
     depend on the patch size, so any input resolution works.
@@ -455,11 +458,13 @@ def _create_rnnpool(
         raise TypeError(f"rnnpool does not take {', '.join(sorted(unused))}; it takes patch_size, hidden, rnn_cell")
     if hidden is None:
         if channels % 4:
-            raise ValueError(f"rnnpool keeps the channel count only when C is divisible by 4 (h = C/4), got C={channels}")
+            raise ValueError(
+                f"rnnpool keeps the channel count only when C is divisible by 4 (h = C/4), got C={channels}"
+            )
         hidden = channels // 4
-    if 4 * _pair_hidden(hidden)[1] != channels:
+    if 4 * pair_hidden(hidden)[1] != channels:
         raise ValueError(
-            f"rnnpool outputs 4*h2 channels; hidden={hidden!r} gives {4 * _pair_hidden(hidden)[1]}, not C={channels}. "
+            f"rnnpool outputs 4*h2 channels; hidden={hidden!r} gives {4 * pair_hidden(hidden)[1]}, not C={channels}. "
             f"Use hidden={channels // 4} or leave hidden unset"
         )
     return RNNPool2d(channels, patch_size or 2 * stride, stride, hidden, rnn_cell=rnn_cell, padding=padding)
