@@ -1,0 +1,132 @@
+"""``python -m repro.bench {layers,models} ...``: run a benchmark and write ``<out>.md`` and ``<out>.csv``."""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import shlex
+import sys
+from collections.abc import Sequence
+
+import torch
+
+from repro.bench.timing import MEMORY_METHODS, set_threads
+
+
+def _csv(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _common(parser: argparse.ArgumentParser, out: str) -> None:
+    parser.add_argument("--batch-size", type=int, default=8, help="batch size (default 8)")
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (cuda when available); default cpu")
+    parser.add_argument(
+        "--amp", choices=("off", "on", "both"), default=None, help="mixed precision (default: both on CUDA, off on CPU)"
+    )
+    parser.add_argument(
+        "--impls", type=_csv, default=["fast", "faithful"], help="attention impls (default fast,faithful)"
+    )
+    parser.add_argument("--warmup", type=int, default=2, help="untimed calls before timing (default 2)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls; the median is reported (default 5)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=out, help=f"output stem: writes <out>.md and <out>.csv (default {out})")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m repro.bench", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    layers = sub.add_parser("layers", help="per-layer forward+backward time and peak memory of every pool")
+    layers.add_argument(
+        "--model",
+        action="append",
+        help="take the pool sites of this self-attentive arch (repeatable; default resnet18-nlp-1222 and "
+        "mobilenet_v2-nlp-1222121)",
+    )
+    layers.add_argument("--image-size", type=int, default=128, help="input px for --model shapes (default 128)")
+    layers.add_argument(
+        "--shape", action="append", help="explicit site C:H[xW]:heads[:stride[:patch]], e.g. 64:32:8 (repeatable)"
+    )
+    layers.add_argument("--pools", type=_csv, default=None, help="comma-separated pools (default: every registered)")
+    _common(layers, "benchmarks/results/layers")
+    models = sub.add_parser("models", help="whole-model training step time and peak memory")
+    models.add_argument("--arch", action="append", help="arch to benchmark (repeatable; default resnet18 skip & nlp)")
+    models.add_argument("--baseline", default=None, help="arch the ratios divide by (default: the first --arch)")
+    models.add_argument("--image-size", type=int, default=128, help="input px (default 128)")
+    _common(models, "benchmarks/results/models")
+    return parser
+
+
+def _device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise SystemExit(f"--device {name!r}: valid choices are cpu, cuda, cuda:N, auto")
+    return name
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from repro.bench import layers as layer_bench
+    from repro.bench import models as model_bench
+    from repro.bench.report import LAYER_COLUMNS, MODEL_COLUMNS, write_report
+
+    device = _device(args.device)
+    amp = args.amp or ("both" if device.startswith("cuda") else "off")
+    amp_modes = {"off": (False,), "on": (True,), "both": (False, True)}[amp]
+    threads = set_threads(args.threads)
+    progress = None if args.quiet else (lambda msg: print(f"[bench] {msg}", file=sys.stderr, flush=True))
+    options = dict(
+        batch_size=args.batch_size,
+        device=device,
+        impls=args.impls,
+        amp_modes=amp_modes,
+        warmup=args.warmup,
+        repeats=args.repeats,
+        memory=not args.no_memory,
+        seed=args.seed,
+        progress=progress,
+    )
+    if args.command == "layers":
+        from repro.layers import list_pools
+
+        if args.shape:
+            shapes = [layer_bench.parse_shape(text) for text in args.shape]
+        else:
+            shapes = []
+            for arch in args.model or layer_bench.DEFAULT_MODELS:
+                shapes += layer_bench.model_pool_shapes(arch, args.image_size)
+        pools = args.pools or list_pools()
+        unknown = sorted(set(pools) - set(list_pools()) - {layer_bench.CONV_BASELINE})
+        if unknown:
+            raise SystemExit(f"unknown pools {unknown}; valid: {', '.join(list_pools())}")
+        rows = layer_bench.bench_layers(shapes, pools, **options)
+        columns, title = LAYER_COLUMNS, "Per-layer forward + backward"
+        what = "one forward and backward of the layer alone (random output gradient), module in train mode"
+    else:
+        rows = model_bench.bench_models(
+            args.arch or model_bench.DEFAULT_ARCHS, baseline=args.baseline, image_size=args.image_size, **options
+        )
+        columns, title = MODEL_COLUMNS, "Whole-model training step"
+        what = "forward, cross-entropy, backward and SGD step on random data, model in train mode"
+    memory = "not measured" if args.no_memory else MEMORY_METHODS["cuda" if device.startswith("cuda") else "cpu"]
+    notes = [
+        f"command: `python -m repro.bench {shlex.join(argv if argv is not None else sys.argv[1:])}`",
+        f"torch {torch.__version__}, {platform.machine()} {platform.system()}, device {device}, {threads} threads",
+        f"time: median of {args.repeats} calls after {args.warmup} warm-up calls; {what}",
+        f"peak memory: {memory}",
+        "ratios are measured in the same process: `time / conv` divides by the strided 3x3 conv at the same shape "
+        "(`time / baseline` by the baseline arch); `speed-up vs faithful` = faithful time / fast time",
+    ]
+    md_path, csv_path = write_report(rows, args.out, columns, title=title, notes=notes)
+    print(md_path.read_text())
+    print(f"wrote {md_path} and {csv_path}", file=sys.stderr)
+    return 1 if any("error" in row for row in rows) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

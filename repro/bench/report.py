@@ -1,0 +1,91 @@
+"""Write benchmark rows as a Markdown table (with the measurement notes) and a CSV, atomically."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["LAYER_COLUMNS", "MODEL_COLUMNS", "format_markdown", "write_report"]
+
+LAYER_COLUMNS = (
+    ("site", "site"),
+    ("channels", "C"),
+    ("height", "H"),
+    ("width", "W"),
+    ("stride", "s"),
+    ("heads", "heads"),
+    ("batch", "B"),
+    ("precision", "precision"),
+    ("pool", "pool"),
+    ("impl", "impl"),
+    ("ms", "fwd+bwd ms"),
+    ("iqr_ms", "IQR ms"),
+    ("peak_mib", "peak MiB"),
+    ("x_vs_conv", "time / conv"),
+    ("mem_vs_conv", "mem / conv"),
+    ("speedup_vs_faithful", "speed-up vs faithful"),
+    ("mem_vs_faithful", "mem / faithful"),
+    ("error", "error"),
+)
+MODEL_COLUMNS = (
+    ("arch", "arch"),
+    ("image_size", "px"),
+    ("batch", "B"),
+    ("precision", "precision"),
+    ("impl", "impl"),
+    ("ms", "train step ms"),
+    ("iqr_ms", "IQR ms"),
+    ("peak_mib", "peak MiB"),
+    ("x_vs_baseline", "time / baseline"),
+    ("baseline", "baseline"),
+    ("speedup_vs_faithful", "speed-up vs faithful"),
+    ("error", "error"),
+)
+
+
+def _fmt(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 10 else f"{value:.1f}"
+    return str(value).replace("|", "/")
+
+
+def format_markdown(rows: Sequence[dict], columns: Sequence[tuple[str, str]]) -> str:
+    """A GitHub Markdown table of ``rows``; columns absent from every row are left out."""
+    present = [(key, title) for key, title in columns if any(row.get(key) is not None for row in rows)]
+    lines = [
+        "| " + " | ".join(title for _, title in present) + " |",
+        "|" + "|".join("---" for _ in present) + "|",
+    ]
+    lines += ["| " + " | ".join(_fmt(row.get(key)) for key, _ in present) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_report(
+    rows: Sequence[dict], out_stem: str | Path, columns: Sequence[tuple[str, str]], *, title: str, notes: Sequence[str]
+) -> tuple[Path, Path]:
+    """Write ``<out_stem>.md`` (title, notes, table) and ``<out_stem>.csv`` (every field); return both paths."""
+    stem = Path(out_stem)
+    md_path, csv_path = stem.with_suffix(".md"), stem.with_suffix(".csv")
+    body = f"# {title}\n\n" + "".join(f"* {note}\n" for note in notes) + "\n" + format_markdown(rows, columns)
+    _atomic_write(md_path, body)
+    fields = [key for key, _ in columns if any(key in row for row in rows)]
+    fields += sorted({key for row in rows for key in row} - set(fields))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    _atomic_write(csv_path, buffer.getvalue())
+    return md_path, csv_path

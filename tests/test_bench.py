@@ -1,0 +1,95 @@
+"""The benchmark suite: timing and memory functions, shape discovery and a tiny run of ``python -m repro.bench``."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+
+from repro.bench.__main__ import main
+from repro.bench.layers import LayerShape, model_pool_shapes, parse_shape
+from repro.bench.report import format_markdown
+from repro.bench.timing import peak_memory_bytes, time_call
+
+
+def test_peak_memory_sees_a_temporary_allocation():
+    size = 4 * 2**20  # 4 MiB of float32
+
+    def fn():
+        t = torch.empty(size // 4)
+        t.fill_(1.0)
+        del t
+
+    peak = peak_memory_bytes(fn)
+    assert size <= peak < 2 * size
+
+
+def test_time_call_reports_median_and_validates_repeats():
+    median, iqr = time_call(lambda: None, warmup=0, repeats=3)
+    assert median >= 0 and iqr >= 0
+    with pytest.raises(ValueError, match="repeats must be >= 1"):
+        time_call(lambda: None, repeats=0)
+
+
+def test_parse_shape():
+    assert parse_shape("64:32:8") == LayerShape("C64", 64, 32, 32, 2, 8, 1)
+    assert parse_shape("32:64x48:4:4:2") == LayerShape("C32", 32, 64, 48, 4, 4, 2)
+    with pytest.raises(ValueError, match="expected C:H"):
+        parse_shape("64x32")
+
+
+def test_pool_sites_of_resnet18_at_128px():
+    shapes = model_pool_shapes("resnet18-nlp-1222", 128)
+    got = [(s.channels, s.height, s.stride, s.heads, s.patch_size, s.win_norm) for s in shapes]
+    # Stage-end pools at the pre-downsampling resolution; MINE heads 8, 16, 32 in stages 2-4.
+    assert got == [(128, 32, 2, 8, 1, True), (256, 16, 2, 16, 1, True), (512, 8, 2, 32, 1, True)]
+    assert shapes[0].site == "resnet18-nlp-1222:layer2.pool"
+
+
+def test_markdown_skips_empty_columns():
+    text = format_markdown([{"a": 1.0, "b": None}, {"a": 0.5}], [("a", "A"), ("b", "B")])
+    assert text.splitlines()[0] == "| A |" and "| 0.5 |" in text
+
+
+def test_layers_cli_smoke(tmp_path, capsys):
+    out = tmp_path / "layers"
+    argv = ["layers", "--shape", "4:8:2", "--pools", "nlp,maxp", "--batch-size", "2", "--warmup", "0"]
+    code = main([*argv, "--repeats", "1", "--out", str(out), "--quiet"])
+    assert code == 0
+    with open(out.with_suffix(".csv")) as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["pool"], r["impl"]) for r in rows] == [
+        ("conv3x3", "-"),
+        ("nlp", "fast"),
+        ("nlp", "faithful"),
+        ("maxp", "-"),
+    ]
+    assert float(rows[0]["x_vs_conv"]) == 1.0
+    fast, faithful = rows[1], rows[2]
+    assert float(fast["speedup_vs_faithful"]) == pytest.approx(float(faithful["ms"]) / float(fast["ms"]))
+    assert all(float(r["peak_mib"]) > 0 for r in rows)
+    md = out.with_suffix(".md").read_text()
+    assert "speed-up vs faithful" in md and "torch profiler memory view" in md
+    assert "| conv3x3 |" in capsys.readouterr().out
+
+
+def test_models_cli_smoke(tmp_path):
+    out = tmp_path / "models"
+    argv = ["models", "--arch", "resnet18-skip-1222", "--arch", "resnet18-nlp-1222", "--image-size", "32"]
+    code = main([*argv, "--batch-size", "2", "--warmup", "0", "--repeats", "1", "--no-memory", "--out", str(out)])
+    assert code == 0
+    with open(out.with_suffix(".csv")) as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["arch"], r["impl"]) for r in rows] == [
+        ("resnet18-skip-1222", "-"),
+        ("resnet18-nlp-1222", "fast"),
+        ("resnet18-nlp-1222", "faithful"),
+    ]
+    assert float(rows[0]["x_vs_baseline"]) == 1.0
+    assert all(r["baseline"] == "resnet18-skip-1222" for r in rows)
+
+
+def test_cli_rejects_unknown_pool(tmp_path):
+    with pytest.raises(SystemExit, match="unknown pools"):
+        main(["layers", "--shape", "4:8:2", "--pools", "nlpp", "--out", str(tmp_path / "x")])
