@@ -135,15 +135,32 @@ def upsample_nearest(x: torch.Tensor, size: tuple[int, int], impl: str = "fast")
     return F.interpolate(x, size=size, mode="nearest")
 
 
-def _sdpa_attention(tokens: torch.Tensor, mha: nn.MultiheadAttention) -> torch.Tensor:
-    """Self-attention with ``mha``'s packed parameters through ``F.scaled_dot_product_attention``."""
+def _sdpa_heads(tokens: torch.Tensor, mha: nn.MultiheadAttention) -> torch.Tensor:
+    """The concatenated attention heads (B, N, E) of ``mha`` (before ``out_proj``), through
+    ``F.scaled_dot_product_attention`` on ``mha``'s packed ``in_proj`` parameters."""
     b, n, e = tokens.shape
     heads = mha.num_heads
     qkv = F.linear(tokens, mha.in_proj_weight, mha.in_proj_bias)
     q, k, v = qkv.view(b, n, 3, heads, e // heads).permute(2, 0, 3, 1, 4).unbind(0)
     dropout = mha.dropout if mha.training else 0.0
     out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
-    return F.linear(out.transpose(1, 2).reshape(b, n, e), mha.out_proj.weight, mha.out_proj.bias)
+    return out.transpose(1, 2).reshape(b, n, e)  # a view: the CPU kernel already writes (B, N, h, d)
+
+
+def _sdpa_attention(tokens: torch.Tensor, mha: nn.MultiheadAttention) -> torch.Tensor:
+    """Self-attention with ``mha``'s packed parameters through ``F.scaled_dot_product_attention``."""
+    return F.linear(_sdpa_heads(tokens, mha), mha.out_proj.weight, mha.out_proj.bias)
+
+
+def _is_plain_1x1(conv: nn.Module) -> bool:
+    """Whether ``conv`` is an ``nn.Conv2d`` that is a per-pixel linear map (1×1 kernel, stride 1, no padding)."""
+    return (
+        type(conv) is nn.Conv2d
+        and conv.kernel_size == (1, 1)
+        and conv.stride == (1, 1)
+        and conv.padding in ((0, 0), "valid")
+        and conv.groups == 1
+    )
 
 
 def self_attention_2d(
@@ -237,7 +254,37 @@ class SelfAttentiveWeights(nn.Module):
         return torch.exp(v) if self.use_exp else v
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.active_impl == "fast" and _is_plain_1x1(self.downsample[0]) and _is_plain_1x1(self.restore[0]):
+            return self._forward_tokens(x)
         return self.restore_weights(self.attend(self.downsample(x)), x.shape[-2:])
+
+    def _forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """The fast path for patch size 1 with plain 1×1 convs: the same computation kept in token layout.
+
+        The patch-embedding conv is a matrix product on a (B, N, C) view of ``x``, BatchNorm and ReLU run on a
+        channels-last view of the (B, N, E) result, and ``out_proj`` is folded into the restore conv
+        (``W_r (W_o a + b_o) + b_r``), which writes (B, C, N) directly. Same parameters, buffers and modules.
+        """
+        b, c, h, w = x.shape
+        embed, *embed_post = self.downsample
+        u = F.linear(x.flatten(2).transpose(1, 2), embed.weight.flatten(1), embed.bias)  # (B, N, E)
+        u = u.view(b, h, w, self.embed_dim).permute(0, 3, 1, 2)  # channels-last (B, E, H, W) view
+        for layer in embed_post:
+            u = layer(u)
+        tokens = u.permute(0, 2, 3, 1).reshape(b, h * w, self.embed_dim)
+        if self.pos_embed is not None:
+            tokens = tokens + self.pos_embed(u).permute(0, 2, 3, 1).reshape(1, h * w, self.embed_dim)
+        heads = _sdpa_heads(tokens, self.multihead_attn)
+        conv, *restore_post = self.restore
+        out_proj = self.multihead_attn.out_proj
+        weight = conv.weight.flatten(1) @ out_proj.weight  # (C, E)
+        bias = torch.mv(conv.weight.flatten(1), out_proj.bias)
+        if conv.bias is not None:
+            bias = bias + conv.bias
+        v = torch.baddbmm(bias.view(1, c, 1), weight.expand(b, -1, -1), heads.transpose(1, 2)).view(b, c, h, w)
+        for layer in restore_post:
+            v = layer(v)
+        return torch.exp(v) if self.use_exp else v
 
     def extra_repr(self) -> str:
         return (

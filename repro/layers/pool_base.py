@@ -5,7 +5,59 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
+
+
+class _NormalizedWeightedPool(torch.autograd.Function):
+    """``avg(x * w) / avg(w)`` over non-overlapping ``s x s`` windows (trailing rows/columns dropped, as
+    ``AvgPool2d``), with a hand-written backward that needs a few elementwise passes instead of autograd's chain
+    of mul, two pools, div and their backwards."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, stride: int) -> torch.Tensor:
+        num = F.avg_pool2d(x * weight, stride, stride)
+        den = F.avg_pool2d(weight, stride, stride)
+        y = num / den
+        ctx.save_for_backward(x, weight, den, y)
+        ctx.stride = stride
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        x, weight, den, y = ctx.saved_tensors
+        s = ctx.stride
+        b, c, out_h, out_w = y.shape
+        # dy/d(x w) = 1 / (s² den) and dy/dw = x / (s² den) - y / (s² den) on every pixel of the window.
+        g_num = grad / (den * (s * s))
+        g_den = g_num * y
+        up_shape = (b, c, out_h, s, out_w, s)
+        g_num = g_num[:, :, :, None, :, None].expand(up_shape)
+        g_den = g_den[:, :, :, None, :, None].expand(up_shape)
+        crop = (slice(None), slice(None), slice(0, out_h * s), slice(0, out_w * s))
+
+        def windows(t: torch.Tensor) -> torch.Tensor:
+            return t[crop].unflatten(3, (out_w, s)).unflatten(2, (out_h, s))
+
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            grad_x = _uncrop(torch.mul(g_num, windows(weight)), x.shape)
+        if ctx.needs_input_grad[1]:
+            grad_w = _uncrop(torch.mul(g_num, windows(x)).sub_(g_den), weight.shape)
+        return grad_x, grad_w, None
+
+
+def _uncrop(windows: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """(B, C, H', s, W', s) window gradients → (B, C, H, W), zero on the rows/columns the pooling dropped."""
+    b, c, out_h, s, out_w, _ = windows.shape
+    flat = windows.reshape(b, c, out_h * s, out_w * s)
+    if flat.shape == shape:
+        return flat
+    full = flat.new_zeros(shape)
+    full[:, :, : out_h * s, : out_w * s] = flat
+    return full
 
 
 class WeightedPool2d(nn.Module):
@@ -32,7 +84,7 @@ class WeightedPool2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.logit(x)
         if self.win_norm:
-            return self.pool(x * weight) / self.pool(weight)
+            return _NormalizedWeightedPool.apply(x, weight, self.stride)
         return self.pool(x * weight)
 
     def extra_repr(self) -> str:
