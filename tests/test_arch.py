@@ -360,7 +360,7 @@ def test_extension_pools_are_exact_match_pools(pool: str) -> None:
     assert [s.type for s in arch.stages] == ["skip", pool, pool, pool]
     assert arch.prepool == StagePool(pool, 4)
     assert str(arch) == f"prepool-{pool}-4-resnet18-{pool}-1222"
-    with pytest.raises(ArchError, match="takes no modifiers|unknown pool"):
+    with pytest.raises(ArchError, match=r"takes no modifiers|unknown pool"):
         parse_arch(f"resnet18-{pool}_headfix2-1222")
 
 

@@ -1,0 +1,147 @@
+"""What a run writes besides checkpoints: ``metrics.json`` (atomic), provenance, and per-epoch dvclive logs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import repro
+
+log = logging.getLogger(__name__)
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON to ``path`` via a temporary file and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def git_revision(cwd: str | Path | None = None) -> str | None:
+    """The current git commit (with ``-dirty`` when the tree has changes), or ``None`` outside a git checkout."""
+    cwd = Path(cwd) if cwd else Path(repro.__file__).resolve().parent
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{rev}-dirty" if dirty else rev
+
+
+def package_versions(names: Iterable[str] = ("torch", "torchvision", "numpy", "dvclive", "ffcv")) -> dict[str, str]:
+    """Installed versions of ``names`` (absent packages are left out), plus Python and repro."""
+    versions = {"python": sys.version.split()[0], "repro": repro.__version__}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def provenance() -> dict[str, Any]:
+    """Versions, git revision and the accelerator, for ``metrics.json``."""
+    return {
+        "versions": package_versions(),
+        "git_revision": git_revision(),
+        "cuda": torch.version.cuda if torch.cuda.is_available() else None,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def inside_dvc_repo(start: str | Path | None = None) -> bool:
+    """Whether ``start`` (default: the working directory) lies in a DVC repository, or DVC runs this process."""
+    if os.environ.get("DVC_ROOT"):
+        return True
+    start = Path(start or Path.cwd()).resolve()
+    return any((folder / ".dvc").is_dir() for folder in (start, *start.parents))
+
+
+class EpochLogger:
+    """Per-epoch metrics in dvclive's layout: ``<dir>/metrics.json`` (latest values) and ``<dir>/plots/metrics/*.tsv``.
+
+    Inside a DVC repository (or a ``dvc exp run``) the files are written by :class:`dvclive.Live`; elsewhere the same
+    files are written directly, because dvclive would otherwise run ``dvc init`` in an enclosing git repository.
+    The logger is rebuilt from the full history on every (re)start, so an interrupted and resumed run ends with the
+    same files as an uninterrupted one. No ``dvc.yaml`` is written: declare ``<dir>/metrics.json`` as metrics and
+    ``<dir>/plots/metrics`` as plots in the pipeline so that ``dvc exp show`` and ``dvc plots show`` find them.
+    """
+
+    def __init__(self, directory: str | Path, history: Iterable[dict[str, Any]] = (), enabled: bool = True):
+        self.directory = Path(directory)
+        self.enabled = enabled
+        self.live = None
+        self._summary: dict[str, Any] = {}
+        if not enabled:
+            return
+        if self.directory.exists():
+            shutil.rmtree(self.directory)
+        if inside_dvc_repo():
+            from dvclive import Live
+
+            logging.getLogger("dvclive").setLevel(logging.WARNING)
+            self.live = Live(dir=str(self.directory), save_dvc_exp=False, dvcyaml=False, report=None)
+        for row in history:
+            self.log(row)
+
+    def log(self, row: dict[str, Any]) -> None:
+        """Log one epoch's row (``epoch`` plus numeric metrics; other values are skipped)."""
+        if not self.enabled:
+            return
+        step = int(row["epoch"])
+        values = {
+            k: v for k, v in row.items() if k != "epoch" and isinstance(v, int | float) and not isinstance(v, bool)
+        }
+        if self.live is not None:
+            self.live.step = step
+            for key, value in values.items():
+                self.live.log_metric(key, value)
+            self.live.next_step()
+            return
+        plots = self.directory / "plots" / "metrics"
+        plots.mkdir(parents=True, exist_ok=True)
+        for key, value in values.items():
+            tsv = plots / f"{key}.tsv"
+            new = not tsv.exists()
+            with open(tsv, "a") as handle:
+                if new:
+                    handle.write(f"step\t{key}\n")
+                handle.write(f"{step}\t{value}\n")
+        self._summary.update(values)
+        self._summary["step"] = step
+        write_json_atomic(self.directory / "metrics.json", self._summary)
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.end()
+            self.live = None
