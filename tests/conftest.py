@@ -9,6 +9,8 @@ import pytest
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+TEST_THREADS = min(2, torch.get_num_threads())
+"""Every test starts with this many torch threads, whatever an earlier test set (results in fp32 depend on it)."""
 
 
 def shared_root() -> Path:
@@ -28,5 +30,5 @@ def official_fixtures_dir() -> Path:
 @pytest.fixture(autouse=True)
 def _deterministic_torch():
     torch.manual_seed(0)
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+    torch.set_num_threads(TEST_THREADS)
     yield

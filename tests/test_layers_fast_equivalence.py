@@ -131,3 +131,9 @@ def test_official_pool_checkpoint_loads_into_the_default_fast_path(official_fixt
     load_official_state_dict(pool, data["state_dict"]).eval()
     with torch.no_grad():
         torch.testing.assert_close(pool(data["input"]), data["output"], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_fast_equals_faithful_when_the_map_is_too_small_to_fold_out_proj(train):
+    """C ≥ B·N: the token path applies ``out_proj`` to the tokens instead of folding it into the restore conv."""
+    _assert_equivalent("nlp", 16, (2, 2), train, patch_size=1, heads=2, win_norm=True)

@@ -49,6 +49,7 @@ from repro.layers.pos_embed import build_position_embedding
 __all__ = [
     "IMPLS",
     "SelfAttentiveWeights",
+    "architecture_ops",
     "attention_impl",
     "check_impl",
     "embed_dim_for",
@@ -78,6 +79,22 @@ def set_default_impl(impl: str) -> None:
     """Set the process-wide implementation (``'fast'`` or ``'faithful'``) for modules built with ``impl=None``."""
     global _default_impl
     _default_impl = check_impl(impl)
+
+
+_fused_token_path = True
+
+
+@contextmanager
+def architecture_ops() -> Iterator[None]:
+    """Run the fast path without the fused token-layout path (convs as matrix products, ``out_proj`` folded into
+    the restore conv), so that op counters and memory tracers see the architecture's own modules and operations.
+    Outputs are unchanged."""
+    global _fused_token_path
+    previous, _fused_token_path = _fused_token_path, False
+    try:
+        yield
+    finally:
+        _fused_token_path = previous
 
 
 @contextmanager
@@ -254,7 +271,12 @@ class SelfAttentiveWeights(nn.Module):
         return torch.exp(v) if self.use_exp else v
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.active_impl == "fast" and _is_plain_1x1(self.downsample[0]) and _is_plain_1x1(self.restore[0]):
+        if (
+            _fused_token_path
+            and self.active_impl == "fast"
+            and _is_plain_1x1(self.downsample[0])
+            and _is_plain_1x1(self.restore[0])
+        ):
             return self._forward_tokens(x)
         return self.restore_weights(self.attend(self.downsample(x)), x.shape[-2:])
 
@@ -277,11 +299,16 @@ class SelfAttentiveWeights(nn.Module):
         heads = _sdpa_heads(tokens, self.multihead_attn)
         conv, *restore_post = self.restore
         out_proj = self.multihead_attn.out_proj
-        weight = conv.weight.flatten(1) @ out_proj.weight  # (C, E)
-        bias = torch.mv(conv.weight.flatten(1), out_proj.bias)
-        if conv.bias is not None:
-            bias = bias + conv.bias
-        v = torch.baddbmm(bias.view(1, c, 1), weight.expand(b, -1, -1), heads.transpose(1, 2)).view(b, c, h, w)
+        weight, bias = conv.weight.flatten(1), conv.bias  # (C, E), (C,)
+        if c < b * h * w:  # folding costs C·E² MACs and saves B·N·E²
+            bias = torch.mv(weight, out_proj.bias) + (bias if bias is not None else 0)
+            weight = weight @ out_proj.weight
+        else:
+            heads = F.linear(heads, out_proj.weight, out_proj.bias)
+        if bias is None:
+            v = torch.matmul(weight, heads.transpose(1, 2)).view(b, c, h, w)
+        else:
+            v = torch.baddbmm(bias.view(1, c, 1), weight.expand(b, -1, -1), heads.transpose(1, 2)).view(b, c, h, w)
         for layer in restore_post:
             v = layer(v)
         return torch.exp(v) if self.use_exp else v

@@ -481,6 +481,7 @@ def trace_model(
     Build the model on the ``meta`` device (``with torch.device('meta'): build_model(...)``) to trace without
     computing anything; a model on the CPU is run for real (batch 1). The model's train/eval mode is restored.
     """
+    from repro.layers.nlp import architecture_ops
     from repro.metrics.macs import MacCounter
 
     device = model_device(model)
@@ -498,7 +499,7 @@ def trace_model(
     counter = MacCounter(scope=recorder.current)
     fast_meta = _FastMeta() if device.type == "meta" else contextlib.nullcontext()
     try:
-        with torch.no_grad(), fast_meta, counter, _OpMode(recorder):
+        with torch.no_grad(), architecture_ops(), fast_meta, counter, _OpMode(recorder):
             out = model(x)
     finally:
         for handle in handles:
