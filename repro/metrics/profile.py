@@ -28,6 +28,7 @@ from repro.metrics.macs import mac_report
 from repro.metrics.measured_memory import MODES, measure_peak_memory
 from repro.metrics.memory import CONVENTIONS, MemoryReport, bytes_per_element, peak_memory, trace_model
 from repro.metrics.params import count_params
+from repro.models.sap import STANDARD_STRIDES  # the "standard strided-conv network" per backbone
 
 __all__ = [
     "DEFAULT_CONVENTIONS",
@@ -490,20 +491,6 @@ def check_cell(cell: Mapping[str, Any], profile: ModelProfile) -> CellCheck:
 # --------------------------------------------------------------------------------------------------------------------
 # Aggressive down-sampling ratios (SAP abstract: "up to 22x")
 # --------------------------------------------------------------------------------------------------------------------
-
-
-# Standard stage strides of each backbone (reference_spec §3): the "standard strided-conv network".
-STANDARD_STRIDES: dict[str, str] = {
-    "resnet18": "1222",
-    "resnet18_v2": "1222",
-    "resnet50": "1222",
-    "resnet50_v2": "1222",
-    "resnext": "1222",
-    "mobilenet": "1222121",
-    "mobilenet_v2": "1222121",
-    "mobilenetv3_small": "22121111211",
-    "mobilenetv3_large": "121211211111121",
-}
 
 
 def aggressive_baselines(name: str) -> tuple[str, str] | None:
