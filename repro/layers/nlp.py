@@ -45,6 +45,7 @@ from torch import nn
 from repro.layers.create_pool import register_pool
 from repro.layers.pool_base import WeightedPool2d
 from repro.layers.pos_embed import build_position_embedding
+from repro.layers.small_head_attention import kernel_applies, packed_self_attention
 
 __all__ = [
     "IMPLS",
@@ -158,8 +159,10 @@ def _sdpa_heads(tokens: torch.Tensor, mha: nn.MultiheadAttention) -> torch.Tenso
     b, n, e = tokens.shape
     heads = mha.num_heads
     qkv = F.linear(tokens, mha.in_proj_weight, mha.in_proj_bias)
-    q, k, v = qkv.view(b, n, 3, heads, e // heads).permute(2, 0, 3, 1, 4).unbind(0)
     dropout = mha.dropout if mha.training else 0.0
+    if _fused_token_path and kernel_applies(qkv, heads, dropout):
+        return packed_self_attention(qkv, heads)
+    q, k, v = qkv.view(b, n, 3, heads, e // heads).permute(2, 0, 3, 1, 4).unbind(0)
     out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
     return out.transpose(1, 2).reshape(b, n, e)  # a view: the CPU kernel already writes (B, N, h, d)
 
