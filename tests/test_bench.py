@@ -93,3 +93,40 @@ def test_models_cli_smoke(tmp_path):
 def test_cli_rejects_unknown_pool(tmp_path):
     with pytest.raises(SystemExit, match="unknown pools"):
         main(["layers", "--shape", "4:8:2", "--pools", "nlpp", "--out", str(tmp_path / "x")])
+
+
+def test_attention_cli_compares_kernels_with_sdpa(tmp_path):
+    out = tmp_path / "attention"
+    argv = ["attention", "--shape", "2:2:20:8", "--shape", "1:1:9:16", "--warmup", "0", "--repeats", "1"]
+    assert main([*argv, "--out", str(out), "--quiet"]) == 0
+    with open(out.with_suffix(".csv")) as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["head_dim"], r["impl"]) for r in rows] == [
+        ("8", "kernels"),
+        ("8", "sdpa"),
+        ("16", "kernels"),
+        ("16", "sdpa"),
+    ]
+    for kernels, sdpa in (rows[0:2], rows[2:4]):
+        assert float(kernels["speedup_vs_sdpa"]) == pytest.approx(float(sdpa["ms"]) / float(kernels["ms"]))
+        assert float(kernels["max_abs_diff"]) < 1e-5
+    with pytest.raises(SystemExit, match="B:heads:N:d"):
+        main(["attention", "--shape", "2:2:20", "--out", str(out)])
+
+
+def test_layers_cli_times_the_fast_path_without_kernels(tmp_path, monkeypatch):
+    from repro.layers import small_head_attention as sha
+
+    calls = []
+    original = sha._SmallHeadAttention.apply
+    monkeypatch.setattr(sha._SmallHeadAttention, "apply", lambda *a: calls.append(1) or original(*a))
+    out = tmp_path / "layers"
+
+    def run(impls: str) -> int:
+        argv = ["layers", "--shape", "16:8:2", "--pools", "nlp", "--impls", impls, "--batch-size", "2"]
+        return main([*argv, "--warmup", "0", "--repeats", "1", "--no-memory", "--out", str(out), "--quiet"])
+
+    assert run("fast-sdpa") == 0 and calls == []  # d = 16/2 = 8: the fast path would use the kernels
+    assert run("fast") == 0 and calls
+    with pytest.raises(SystemExit, match="unknown impls"):
+        run("fastest")

@@ -1,4 +1,4 @@
-"""``python -m repro.bench {layers,models} ...``: run a benchmark and write ``<out>.md`` and ``<out>.csv``."""
+"""``python -m repro.bench {layers,models,attention} ...``: run a benchmark and write ``<out>.md`` and ``<out>.csv``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import torch
 
 from repro.bench.timing import MEMORY_METHODS, set_threads
+from repro.bench.variants import check_impls
 
 
 def _csv(text: str) -> list[str]:
@@ -25,7 +26,11 @@ def _common(parser: argparse.ArgumentParser, out: str) -> None:
         "--amp", choices=("off", "on", "both"), default=None, help="mixed precision (default: both on CUDA, off on CPU)"
     )
     parser.add_argument(
-        "--impls", type=_csv, default=["fast", "faithful"], help="attention impls (default fast,faithful)"
+        "--impls",
+        type=_csv,
+        default=["fast", "faithful"],
+        help="attention impls: fast, fast-sdpa (fast without the compiled small-head kernels), faithful "
+        "(default fast,faithful)",
     )
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls before timing (default 2)")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls; the median is reported (default 5)")
@@ -56,6 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--baseline", default=None, help="arch the ratios divide by (default: the first --arch)")
     models.add_argument("--image-size", type=int, default=128, help="input px (default 128)")
     _common(models, "benchmarks/results/models")
+    attention = sub.add_parser("attention", help="attention alone: compiled small-head kernels vs SDPA")
+    attention.add_argument("--shape", action="append", help="B:heads:N:d (repeatable; default: a head-size sweep)")
+    attention.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
+    attention.add_argument("--warmup", type=int, default=2, help="untimed calls before timing (default 2)")
+    attention.add_argument("--repeats", type=int, default=5, help="timed calls; the median is reported (default 5)")
+    attention.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    attention.add_argument("--seed", type=int, default=0)
+    attention.add_argument("--out", default="benchmarks/results/attention", help="output stem (<out>.md, <out>.csv)")
+    attention.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     return parser
 
 
@@ -75,6 +89,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from repro.bench import models as model_bench
     from repro.bench.report import LAYER_COLUMNS, MODEL_COLUMNS, write_report
 
+    if args.command == "attention":
+        return _attention(args, argv)
+    try:
+        check_impls(args.impls)
+    except ValueError as exc:
+        raise SystemExit(f"--impls: {exc}") from None
     device = _device(args.device)
     amp = args.amp or ("both" if device.startswith("cuda") else "off")
     amp_modes = {"off": (False,), "on": (True,), "both": (False, True)}[amp]
@@ -126,6 +146,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(md_path.read_text())
     print(f"wrote {md_path} and {csv_path}", file=sys.stderr)
     return 1 if any("error" in row for row in rows) else 0
+
+
+def _attention(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
+    from repro.bench.attention import DEFAULT_SHAPES, bench_attention, parse_attention_shape
+    from repro.bench.report import ATTENTION_COLUMNS, write_report
+
+    try:
+        shapes = [parse_attention_shape(text) for text in args.shape] if args.shape else list(DEFAULT_SHAPES)
+    except ValueError as exc:
+        raise SystemExit(f"--shape: {exc}") from None
+    threads = set_threads(args.threads)
+    progress = None if args.quiet else (lambda msg: print(f"[bench] {msg}", file=sys.stderr, flush=True))
+    rows = bench_attention(
+        shapes, warmup=args.warmup, repeats=args.repeats, memory=not args.no_memory, seed=args.seed, progress=progress
+    )
+    notes = [
+        f"command: `python -m repro.bench {shlex.join(argv if argv is not None else sys.argv[1:])}`",
+        f"torch {torch.__version__}, {platform.machine()} {platform.system()}, device cpu, {threads} threads, fp32",
+        f"time: median of {args.repeats} calls after {args.warmup} warm-up calls; one call is forward + backward of "
+        "softmax self-attention on a packed (B, N, 3·h·d) projection",
+        f"peak memory: {'not measured' if args.no_memory else MEMORY_METHODS['cpu']}",
+        "`speed-up vs sdpa` = SDPA time / kernel time, measured in the same process; `max abs diff` compares the two "
+        "forward outputs",
+    ]
+    md_path, csv_path = write_report(rows, args.out, ATTENTION_COLUMNS, title="Attention: kernels vs SDPA", notes=notes)
+    print(md_path.read_text())
+    print(f"wrote {md_path} and {csv_path}", file=sys.stderr)
+    return 0
 
 
 if __name__ == "__main__":

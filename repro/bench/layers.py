@@ -2,12 +2,12 @@
 
 Each pool is compared with the **strided-conv baseline** of its stage (``skip``: the stage's 3×3 conv takes the
 stride instead, ``Conv2d(C, C, 3, stride, padding=1, bias=False)``) and, for pools with attention, the ``fast``
-implementation with the ``faithful`` one (:mod:`repro.layers.nlp`), all in the same process.
+implementation with the ``faithful`` one (:mod:`repro.layers.nlp`; ``fast-sdpa`` is the fast path without the
+compiled small-head kernels, :mod:`repro.bench.variants`), all in the same process.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -162,7 +162,7 @@ def bench_layers(
     baseline's time at the same shape and precision), ``mem_vs_conv`` and, for the ``fast`` rows of attention pools,
     ``speedup_vs_faithful`` (faithful time / fast time). Failures are recorded in ``error`` instead of raising.
     """
-    from repro.layers.nlp import attention_impl
+    from repro.bench.variants import implementation
 
     dev = torch.device(device)
     names = [CONV_BASELINE, *[p for p in pools if p not in ("skip", CONV_BASELINE)]]
@@ -185,7 +185,7 @@ def bench_layers(
                         progress(f"{shape.label} {base['precision']} {name} {impl}")
                     row = {**base, "impl": impl}
                     try:
-                        with attention_impl(impl) if impl != "-" else contextlib.nullcontext():
+                        with implementation(impl):
                             result = measure(
                                 _step(module, x, amp), device=dev, warmup=warmup, repeats=repeats, memory=memory
                             )
@@ -209,7 +209,7 @@ def _add_ratios(group: list[dict]) -> None:
             row["x_vs_conv"] = row["ms"] / conv["ms"]
             if row.get("peak_mib") is not None and conv.get("peak_mib"):
                 row["mem_vs_conv"] = row["peak_mib"] / conv["peak_mib"]
-        if row["impl"] == "fast" and row["pool"] in faithful:
+        if row["impl"] not in ("faithful", "-") and row["pool"] in faithful:
             ref = faithful[row["pool"]]
             row["speedup_vs_faithful"] = ref["ms"] / row["ms"]
             if row.get("peak_mib") and ref.get("peak_mib") is not None:

@@ -6,7 +6,6 @@ one) at the same precision, and ``speed-up vs faithful`` compares the two attent
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Sequence
 
 import torch
@@ -56,7 +55,7 @@ def bench_models(
     progress: Callable[[str], None] | None = None,
 ) -> list[dict]:
     """Median training-step time and peak memory of each arch; one row per (arch, precision, impl)."""
-    from repro.layers.nlp import attention_impl
+    from repro.bench.variants import implementation
     from repro.models import build_model
 
     if not archs:
@@ -84,7 +83,7 @@ def bench_models(
                     progress(f"{arch} {precision} {impl}")
                 row = {**base, "impl": impl, "baseline": baseline}
                 try:
-                    with attention_impl(impl) if impl != "-" else contextlib.nullcontext():
+                    with implementation(impl):
                         result = measure(
                             _train_step(model, x, y, amp), device=dev, warmup=warmup, repeats=repeats, memory=memory
                         )
@@ -101,7 +100,7 @@ def bench_models(
                 continue
             if ref is not None:
                 row["x_vs_baseline"] = row["ms"] / ref["ms"]
-            if row["impl"] == "fast" and row["arch"] in faithful:
+            if row["impl"] not in ("faithful", "-") and row["arch"] in faithful:
                 row["speedup_vs_faithful"] = faithful[row["arch"]]["ms"] / row["ms"]
         rows.extend(group)
     return rows

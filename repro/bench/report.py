@@ -9,7 +9,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["LAYER_COLUMNS", "MODEL_COLUMNS", "format_markdown", "write_report"]
+__all__ = ["ATTENTION_COLUMNS", "LAYER_COLUMNS", "MODEL_COLUMNS", "format_markdown", "write_report"]
 
 LAYER_COLUMNS = (
     ("site", "site"),
@@ -44,6 +44,18 @@ MODEL_COLUMNS = (
     ("baseline", "baseline"),
     ("speedup_vs_faithful", "speed-up vs faithful"),
     ("error", "error"),
+)
+ATTENTION_COLUMNS = (
+    ("batch", "B"),
+    ("heads", "heads"),
+    ("tokens", "N"),
+    ("head_dim", "d"),
+    ("impl", "impl"),
+    ("ms", "fwd+bwd ms"),
+    ("iqr_ms", "IQR ms"),
+    ("peak_mib", "peak MiB"),
+    ("speedup_vs_sdpa", "speed-up vs sdpa"),
+    ("max_abs_diff", "max abs diff"),
 )
 
 

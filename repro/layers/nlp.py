@@ -24,9 +24,10 @@ Two numerically equivalent implementations are selectable with ``impl``:
 
 * ``'faithful'``: the official operations (``nn.MultiheadAttention`` with ``need_weights=True``, an
   ``F.interpolate`` to (H, W) even when it is the identity);
-* ``'fast'`` (default): ``F.scaled_dot_product_attention`` on the same ``in_proj``/``out_proj`` parameters (no
-  attention matrix is returned), no upsampling when p = 1, and a broadcast copy instead of ``F.interpolate`` when
-  that gives the same nearest-neighbour indices.
+* ``'fast'`` (default): fused attention on the same ``in_proj``/``out_proj`` parameters (no attention matrix is
+  formed): the compiled kernels of :mod:`repro.layers.small_head_attention` for head sizes ≤ 8 on CPU float32,
+  ``F.scaled_dot_product_attention`` otherwise; no upsampling when p = 1, and a broadcast copy instead of
+  ``F.interpolate`` when that gives the same nearest-neighbour indices.
 
 ``impl=None`` on a module follows the process-wide default (:func:`set_default_impl`), so an audit can switch every
 pool of an existing model at once.
@@ -88,8 +89,8 @@ _fused_token_path = True
 @contextmanager
 def architecture_ops() -> Iterator[None]:
     """Run the fast path without the fused token-layout path (convs as matrix products, ``out_proj`` folded into
-    the restore conv), so that op counters and memory tracers see the architecture's own modules and operations.
-    Outputs are unchanged."""
+    the restore conv) and without the compiled attention kernels (attention goes through SDPA), so that op counters
+    and memory tracers see the architecture's own modules and operations. Outputs are unchanged."""
     global _fused_token_path
     previous, _fused_token_path = _fused_token_path, False
     try:
@@ -153,9 +154,11 @@ def upsample_nearest(x: torch.Tensor, size: tuple[int, int], impl: str = "fast")
     return F.interpolate(x, size=size, mode="nearest")
 
 
-def _sdpa_heads(tokens: torch.Tensor, mha: nn.MultiheadAttention) -> torch.Tensor:
-    """The concatenated attention heads (B, N, E) of ``mha`` (before ``out_proj``), through
-    ``F.scaled_dot_product_attention`` on ``mha``'s packed ``in_proj`` parameters."""
+def _attention_heads(tokens: torch.Tensor, mha: nn.MultiheadAttention) -> torch.Tensor:
+    """The concatenated attention heads (B, N, E) of ``mha`` (before ``out_proj``) from ``mha``'s packed ``in_proj``
+    parameters: through the compiled small-head kernels where they apply
+    (:func:`repro.layers.small_head_attention.kernel_applies`, not under :func:`architecture_ops`), else through
+    ``F.scaled_dot_product_attention``."""
     b, n, e = tokens.shape
     heads = mha.num_heads
     qkv = F.linear(tokens, mha.in_proj_weight, mha.in_proj_bias)
@@ -167,9 +170,9 @@ def _sdpa_heads(tokens: torch.Tensor, mha: nn.MultiheadAttention) -> torch.Tenso
     return out.transpose(1, 2).reshape(b, n, e)  # a view: the CPU kernel already writes (B, N, h, d)
 
 
-def _sdpa_attention(tokens: torch.Tensor, mha: nn.MultiheadAttention) -> torch.Tensor:
-    """Self-attention with ``mha``'s packed parameters through ``F.scaled_dot_product_attention``."""
-    return F.linear(_sdpa_heads(tokens, mha), mha.out_proj.weight, mha.out_proj.bias)
+def _fast_attention(tokens: torch.Tensor, mha: nn.MultiheadAttention) -> torch.Tensor:
+    """Self-attention with ``mha``'s packed parameters, without the attention weights (see :func:`_attention_heads`)."""
+    return F.linear(_attention_heads(tokens, mha), mha.out_proj.weight, mha.out_proj.bias)
 
 
 def _is_plain_1x1(conv: nn.Module) -> bool:
@@ -194,7 +197,7 @@ def self_attention_2d(
     if impl == "faithful":
         out, _ = mha(tokens, tokens, tokens)  # need_weights=True, as the official code
     else:
-        out = _sdpa_attention(tokens, mha)
+        out = _fast_attention(tokens, mha)
     return out.transpose(1, 2).reshape(b, e, h, w)
 
 
@@ -299,7 +302,7 @@ class SelfAttentiveWeights(nn.Module):
         tokens = u.permute(0, 2, 3, 1).reshape(b, h * w, self.embed_dim)
         if self.pos_embed is not None:
             tokens = tokens + self.pos_embed(u).permute(0, 2, 3, 1).reshape(1, h * w, self.embed_dim)
-        heads = _sdpa_heads(tokens, self.multihead_attn)
+        heads = _attention_heads(tokens, self.multihead_attn)
         conv, *restore_post = self.restore
         out_proj = self.multihead_attn.out_proj
         weight, bias = conv.weight.flatten(1), conv.bias  # (C, E), (C,)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import numpy as np
@@ -36,11 +36,18 @@ try:
 except ImportError:  # pragma: no cover - numba is a dependency; without it every call falls back to SDPA
     numba = None
 
-__all__ = ["MAX_HEAD_DIM", "kernel_applies", "kernels_enabled", "packed_self_attention", "set_kernels_enabled"]
+__all__ = [
+    "MAX_HEAD_DIM",
+    "kernel_applies",
+    "kernels_enabled",
+    "packed_self_attention",
+    "set_kernels_enabled",
+    "small_head_kernels",
+]
 
 MAX_HEAD_DIM = 8
 """Largest head size that uses these kernels; from d = 16 on, the BLAS-based flash kernel is faster (measured with
-``python -m repro.bench attention``)."""
+``python -m repro.bench attention``, docs/performance.md)."""
 
 _ROW_BLOCK = 64  # query rows per parallel work item of the forward kernel
 _enabled = True
@@ -77,6 +84,17 @@ def set_kernels_enabled(enabled: bool) -> None:
     """Switch the kernels on or off process-wide (off: every attention goes through SDPA)."""
     global _enabled
     _enabled = bool(enabled)
+
+
+@contextmanager
+def small_head_kernels(enabled: bool) -> Iterator[None]:
+    """Context manager that switches the kernels on or off temporarily (e.g. to time or audit the SDPA path)."""
+    previous = _enabled
+    set_kernels_enabled(enabled)
+    try:
+        yield
+    finally:
+        set_kernels_enabled(previous)
 
 
 def kernel_applies(qkv: torch.Tensor, heads: int, dropout: float = 0.0) -> bool:
@@ -160,7 +178,7 @@ def _numba_threads():
         numba.set_num_threads(previous)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _kernels(head_dim: int) -> tuple[Callable, Callable]:
     """(forward, backward) compiled for one head size; the head size is a compile-time constant so that the loops
     over it unroll and the loops over keys vectorise."""
@@ -253,5 +271,3 @@ def _build_kernels(head_dim: int, row_block: int) -> tuple[Callable, Callable]:
                     grad_qkv[b, i, 0, h, c] = acc * scale
 
     return forward, backward
-
-
