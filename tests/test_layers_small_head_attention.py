@@ -83,6 +83,13 @@ def test_kernel_applies_only_where_it_is_exact_and_visible():
     assert sha.kernel_applies(qkv, 2)
 
 
+def test_packed_self_attention_rejects_what_it_cannot_compute():
+    with pytest.raises(ValueError, match="float32 CPU"):
+        sha.packed_self_attention(torch.randn(1, 4, 24, dtype=torch.float64), 2)
+    with pytest.raises(ValueError, match="3·heads·d"):
+        sha.packed_self_attention(torch.randn(1, 4, 20), 3)
+
+
 def test_pool_with_kernels_equals_pool_through_sdpa():
     """In eval mode the fast pool gives the same outputs and gradients with the kernels as with SDPA (C=32, 4 heads:
     d = 8). Train mode, where the restore BatchNorm amplifies float32 rounding, is compared against float64 in

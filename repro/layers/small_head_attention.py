@@ -113,6 +113,10 @@ def kernel_applies(qkv: torch.Tensor, heads: int, dropout: float = 0.0) -> bool:
 def packed_self_attention(qkv: torch.Tensor, heads: int) -> torch.Tensor:
     """Softmax attention of the packed projection ``qkv`` (B, N, 3E) = [Q | K | V] with ``heads`` heads of size
     d = E/heads and scale 1/√d; returns the concatenated heads (B, N, E) (before any output projection)."""
+    if qkv.device.type != "cpu" or qkv.dtype != torch.float32:
+        raise ValueError(f"packed_self_attention needs a float32 CPU tensor, got {qkv.dtype} on {qkv.device}")
+    if qkv.dim() != 3 or heads < 1 or qkv.shape[-1] % (3 * heads):
+        raise ValueError(f"expected a (B, N, 3·heads·d) projection for {heads} heads, got shape {tuple(qkv.shape)}")
     return _SmallHeadAttention.apply(qkv, heads)
 
 
@@ -130,7 +134,6 @@ class _SmallHeadAttention(torch.autograd.Function):
         with _numba_threads():
             forward_kernel(packed.numpy(), k_t.numpy(), v_t.numpy(), np.float32(d**-0.5), out.numpy(), lse.numpy())
         out = out.view(b, n, e)
-        ctx.heads = heads
         ctx.save_for_backward(packed, k_t, v_t, out, lse)
         return out
 
@@ -139,7 +142,7 @@ class _SmallHeadAttention(torch.autograd.Function):
     def backward(ctx, grad_out: torch.Tensor):
         packed, k_t, v_t, out, lse = ctx.saved_tensors
         b, n, _, heads, d = packed.shape
-        grad = grad_out.contiguous().view(b, n, heads, d)
+        grad = grad_out.detach().contiguous().view(b, n, heads, d)
         grad_qkv = packed.new_empty(b, n, 3, heads, d)
         grad_k_t = torch.empty_like(k_t)
         grad_v_t = torch.empty_like(v_t)
@@ -149,7 +152,7 @@ class _SmallHeadAttention(torch.autograd.Function):
                 packed.numpy(),
                 k_t.numpy(),
                 v_t.numpy(),
-                out.view(b, n, heads, d).numpy(),
+                out.detach().view(b, n, heads, d).numpy(),
                 grad.numpy(),
                 lse.numpy(),
                 np.float32(d**-0.5),
