@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from repro.engine.metrics_io import EpochLogger, git_revision, inside_dvc_repo, provenance, write_json_atomic
+from repro.engine.metrics_io import EpochLogger, inside_dvc_repo
+from repro.utils.atomic import write_json_atomic
+from repro.utils.provenance import git_revision, provenance
 
 ROWS = [
     {"epoch": 1, "lr": 0.01, "train_loss": 2.5, "test_acc": 0.125, "note": "text is skipped"},

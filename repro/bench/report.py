@@ -5,9 +5,10 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
+
+from repro.utils.atomic import write_text_atomic
 
 __all__ = ["ATTENTION_COLUMNS", "LAYER_COLUMNS", "MODEL_COLUMNS", "format_markdown", "write_report"]
 
@@ -78,13 +79,6 @@ def format_markdown(rows: Sequence[dict], columns: Sequence[tuple[str, str]]) ->
     return "\n".join(lines) + "\n"
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_report(
     rows: Sequence[dict], out_stem: str | Path, columns: Sequence[tuple[str, str]], *, title: str, notes: Sequence[str]
 ) -> tuple[Path, Path]:
@@ -92,12 +86,12 @@ def write_report(
     stem = Path(out_stem)
     md_path, csv_path = stem.with_suffix(".md"), stem.with_suffix(".csv")
     body = f"# {title}\n\n" + "".join(f"* {note}\n" for note in notes) + "\n" + format_markdown(rows, columns)
-    _atomic_write(md_path, body)
+    write_text_atomic(md_path, body)
     fields = [key for key, _ in columns if any(key in row for row in rows)]
     fields += sorted({key for row in rows for key in row} - set(fields))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
-    _atomic_write(csv_path, buffer.getvalue())
+    write_text_atomic(csv_path, buffer.getvalue())
     return md_path, csv_path

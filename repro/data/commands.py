@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import os
 import sys
-from pathlib import Path
 
 import yaml
 
 from repro.data.errors import DatasetError
+from repro.utils.atomic import write_json_atomic
 
 EXIT_DATA_ERROR = 2
 
@@ -85,9 +83,5 @@ def bench_command(
         return _fail(err)
     print("\n".join(result.lines()))
     if out:
-        path = Path(out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(result.as_dict(), indent=2) + "\n")
-        os.replace(tmp, path)
+        write_json_atomic(out, result.as_dict())
     return 0

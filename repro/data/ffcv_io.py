@@ -9,7 +9,6 @@ from __future__ import annotations
 import ctypes
 import json
 import multiprocessing
-import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from torch.utils.data import Dataset
 
 from repro.data.errors import DatasetError
 from repro.data.transforms import Recipe, normalise_uint8
+from repro.utils.atomic import atomic_path, write_json_atomic
 
 WRITE_MODES = ("raw", "jpg")
 
@@ -97,14 +97,12 @@ def write_beton(
         return path
     if len(dataset) == 0:
         raise DatasetError(f"cannot write {path}: the dataset is empty")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     samples = _SafeSamples(dataset)
     fields = {
         "image": RGBImageField(write_mode=mode, max_resolution=max_resolution, jpeg_quality=jpeg_quality),
         "label": IntField(),
     }
-    try:
+    with atomic_path(path) as tmp:
         DatasetWriter(str(tmp), fields, num_workers=max(1, num_workers)).from_indexed_dataset(samples, chunksize=64)
         if samples.failed.value >= 0:
             index = samples.failed.value
@@ -115,12 +113,7 @@ def write_beton(
             except Exception as err:
                 raise DatasetError(f"cannot write {path}: sample {index} fails to load ({err})") from None
             raise DatasetError(f"cannot write {path}: sample {index} failed to load while writing")
-        os.replace(tmp, path)
-        tmp_sidecar = sidecar.with_name(f".{sidecar.name}.tmp-{os.getpid()}")
-        tmp_sidecar.write_text(json.dumps(info, indent=2) + "\n")
-        os.replace(tmp_sidecar, sidecar)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_json_atomic(sidecar, info)
     return path
 
 

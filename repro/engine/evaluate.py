@@ -142,7 +142,7 @@ def cli_evaluate(checkpoint: str, *, out: str | None = None, **kwargs: Any) -> i
 
     from repro.data import DatasetError
     from repro.engine.checkpoint import CheckpointError
-    from repro.engine.metrics_io import write_json_atomic
+    from repro.utils.atomic import write_json_atomic
 
     try:
         result = evaluate_checkpoint(checkpoint, **kwargs)

@@ -1,78 +1,17 @@
-"""What a run writes besides checkpoints: ``metrics.json`` (atomic), provenance, and per-epoch dvclive logs."""
+"""Per-epoch dvclive logs of a run (``metrics.json`` and provenance come from :mod:`repro.utils`)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterable
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import torch
-
-import repro
+from repro.utils.atomic import write_json_atomic
 
 log = logging.getLogger(__name__)
-
-
-def write_json_atomic(path: str | Path, obj: Any) -> Path:
-    """Write ``obj`` as indented JSON to ``path`` via a temporary file and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
-def git_revision(cwd: str | Path | None = None) -> str | None:
-    """The current git commit (with ``-dirty`` when the tree has changes), or ``None`` outside a git checkout."""
-    cwd = Path(cwd) if cwd else Path(repro.__file__).resolve().parent
-    try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return f"{rev}-dirty" if dirty else rev
-
-
-def package_versions(names: Iterable[str] = ("torch", "torchvision", "numpy", "dvclive", "ffcv")) -> dict[str, str]:
-    """Installed versions of ``names`` (absent packages are left out), plus Python and repro."""
-    versions = {"python": sys.version.split()[0], "repro": repro.__version__}
-    for name in names:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
-
-
-def provenance() -> dict[str, Any]:
-    """Versions, git revision and the accelerator, for ``metrics.json``."""
-    return {
-        "versions": package_versions(),
-        "git_revision": git_revision(),
-        "cuda": torch.version.cuda if torch.cuda.is_available() else None,
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
 
 
 def _is_number(value: Any) -> bool:

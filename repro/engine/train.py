@@ -61,10 +61,12 @@ from repro.engine.errors import (
 )
 from repro.engine.evaluate import autocast_context, evaluate
 from repro.engine.loaders import build_loaders, shard_size
-from repro.engine.metrics_io import EpochLogger, provenance, write_json_atomic
+from repro.engine.metrics_io import EpochLogger
 from repro.engine.recipes import Recipe, get_recipe
 from repro.engine.schedule import epochs_to_run, lr_at, set_lr
 from repro.engine.seed import seed_everything, set_deterministic
+from repro.utils.atomic import write_json_atomic
+from repro.utils.provenance import provenance
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,6 @@ import io
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,8 @@ from repro.metrics.macs import mac_report
 from repro.metrics.measured_memory import MODES, measure_peak_memory
 from repro.metrics.memory import CONVENTIONS, MemoryReport, bytes_per_element, peak_memory, trace_model
 from repro.metrics.params import count_params
-from repro.models.sap import STANDARD_STRIDES  # the "standard strided-conv network" per backbone
+from repro.models.sap import STANDARD_STRIDES
+from repro.utils.atomic import write_text_atomic  # the "standard strided-conv network" per backbone
 
 __all__ = [
     "DEFAULT_CONVENTIONS",
@@ -352,17 +352,7 @@ def profiles_to_frame(profiles: Iterable[ModelProfile]):
 
 def write_frame(frame, path: str | os.PathLike) -> Path:
     """Write ``frame`` as CSV atomically (temporary file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            frame.to_csv(handle, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text_atomic(path, frame.to_csv(index=False))
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -680,7 +670,7 @@ def profile_command(
     )
     if output:
         if fmt == "json":
-            _write_text(output, frame.to_json(orient="records", indent=2))
+            write_text_atomic(output, frame.to_json(orient="records", indent=2))
         else:
             write_frame(frame, output)
     if fmt == "json":
@@ -709,15 +699,6 @@ def profile_command(
 
 def _with_dtype(item: dict[str, Any], default: str) -> dict[str, Any]:
     return item if "dtype" in item else {**item, "dtype": default}
-
-
-def _write_text(path: str | os.PathLike, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
 
 
 def cells_report(paths: Sequence[str | os.PathLike]) -> str:

@@ -67,7 +67,7 @@ def groups_command(pipelines: str, *, write: bool, check: bool) -> int:
 
 def prepare_stage_command(dataset: str, *, params: str, marker_dir: str) -> int:
     from repro.pipeline.params import ParamsError, load_params
-    from repro.pipeline.run import write_json_atomic
+    from repro.utils.atomic import write_json_atomic
 
     try:
         p = load_params(params)

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
 
 from repro.pipeline.entries import GROUPS_FILE
+from repro.utils.atomic import write_text_atomic
 
 CONVENTIONS = ("layerwise", "largest-map")
 CELL_FIELDS = ["table", "cell", "entry", "metric", "unit", "convention", "value", "error"]
@@ -72,13 +72,6 @@ def profile_cells(paper_tables: str | Path) -> list[dict]:
     return rows
 
 
-def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def run_profile_stage(
     pipelines: str | Path = "pipelines",
     paper_tables: str | Path = "paper_tables",
@@ -90,11 +83,11 @@ def run_profile_stage(
 
     frame = profile_entries(profile_items(pipelines), conventions=CONVENTIONS, errors="record")
     frame = frame.rename(columns={"id": "entry"})
-    _write(Path(out), frame.to_csv(index=False))
+    write_text_atomic(Path(out), frame.to_csv(index=False))
     rows = profile_cells(paper_tables)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CELL_FIELDS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    _write(Path(cells_out), buf.getvalue())
+    write_text_atomic(Path(cells_out), buf.getvalue())
     return len(frame), len(rows)

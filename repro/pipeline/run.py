@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import time
 import traceback
@@ -19,19 +18,13 @@ from typing import Any
 
 from repro.pipeline.entries import Entry, EntryError, group_entries, load_entries
 from repro.pipeline.params import PipelineParams, load_params
+from repro.utils.atomic import write_json_atomic
 
 log = logging.getLogger(__name__)
 
 RESULT_NAME = "result.json"
 STATUSES = ("ok", "failed", "not_run")
 SMOKE_DEFAULTS = {"dataset": "shapes", "image_size": 32, "epochs": 1, "max_steps_per_epoch": 1, "batch_size": 2}
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
-    os.replace(tmp, path)
 
 
 def _select(group: str, pipelines: str | Path) -> list[Entry]:

@@ -3,32 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
-import subprocess
 from collections import Counter
 from pathlib import Path
 
 from repro.tables.join import JoinedCell
-from repro.tables.render import counts_text, write_atomic
+from repro.tables.render import counts_text
 from repro.tables.schema import PaperTable
 from repro.tables.verdict import Verdict
-
-
-def git_revision(cwd: str | Path = ".") -> str:
-    """``<short sha>`` (+ ``-dirty`` when the work tree has changes), or ``unknown`` outside git."""
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True, timeout=10
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-        return sha + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+from repro.utils.atomic import write_text_atomic
+from repro.utils.provenance import git_revision
 
 
 def write_index(
@@ -57,7 +40,7 @@ def write_index(
             else ""
         ),
         f"* date: {now}",
-        f"* git revision: `{git_revision(path.parent)}`",
+        f"* git revision: `{git_revision() or 'unknown'}`",
         f"* cells: {sum(total.values())} — {counts_text(total)}",
     ]
     if run_stats:
@@ -93,5 +76,5 @@ def write_index(
         lines += ["", "## Plots", ""] + [f"* [{p.name}](plots/{p.name})" for p in plots]
     lines += ["", "## Problems", ""]
     lines += [f"* {p}" for p in problems] if problems else ["None."]
-    write_atomic(path, "\n".join(lines) + "\n")
+    write_text_atomic(path, "\n".join(lines) + "\n")
     return path

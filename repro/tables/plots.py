@@ -7,6 +7,7 @@ from typing import Any
 
 from repro.tables.join import JoinedCell, Results
 from repro.tables.verdict import Verdict
+from repro.utils.atomic import atomic_path
 
 
 def _pyplot():
@@ -23,9 +24,8 @@ def _save(fig, base: Path) -> list[Path]:
     paths = []
     for ext in ("png", "svg"):
         path = base.with_suffix(f".{ext}")
-        tmp = path.with_name(path.stem + ".tmp." + ext)
-        fig.savefig(tmp, dpi=120, bbox_inches="tight")
-        tmp.replace(path)
+        with atomic_path(path, suffix=f".{ext}") as tmp:
+            fig.savefig(tmp, dpi=120, bbox_inches="tight", format=ext)
         paths.append(path)
     return paths
 

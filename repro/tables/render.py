@@ -16,6 +16,7 @@ from tabulate import tabulate
 from repro.tables.join import JoinedCell
 from repro.tables.schema import PaperTable
 from repro.tables.verdict import Verdict
+from repro.utils.atomic import write_text_atomic
 
 DIGITS = {"%": 2, "pp": 2, "MB": 3, "KB": 2, "G": 3, "M": 2, "K": 1, "x": 1, "fraction": 3}
 CSV_FIELDS = [
@@ -181,13 +182,6 @@ def to_csv(table: PaperTable, joined: list[JoinedCell]) -> str:
     return buf.getvalue()
 
 
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def write_table(out_dir: Path, table: PaperTable, joined: list[JoinedCell], *, profile: str) -> list[Path]:
     """Write ``<out_dir>/<paper>/<table>.{md,tex,csv}``; returns the paths."""
     base = out_dir / table.paper
@@ -198,6 +192,6 @@ def write_table(out_dir: Path, table: PaperTable, joined: list[JoinedCell], *, p
         ("csv", to_csv(table, joined)),
     ):
         path = base / f"{table.table}.{suffix}"
-        write_atomic(path, text)
+        write_text_atomic(path, text)
         paths.append(path)
     return paths

@@ -1,0 +1,104 @@
+"""Atomic file writes: the one way the suite writes a file that another stage, a resumed run or a user reads.
+
+Every writer goes through :func:`atomic_open`: the data is written to a temporary file in the target's folder,
+flushed and fsynced, then renamed over the target with :func:`os.replace`, and the folder is fsynced. A reader sees
+either the previous complete file or the new complete one, never a half-written one, even after SIGKILL or a power
+loss. When the write fails (disk full, permission, an exception in the caller's code) the temporary file is removed
+and the previous file is left untouched; :class:`AtomicWriteError` says what happened and where.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+__all__ = [
+    "AtomicWriteError",
+    "atomic_open",
+    "atomic_path",
+    "write_bytes_atomic",
+    "write_json_atomic",
+    "write_text_atomic",
+]
+
+
+class AtomicWriteError(OSError):
+    """A file could not be written; the previous version of it (if any) is intact."""
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):  # not every filesystem lets a directory be opened or synced
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _error(path: Path, exc: OSError) -> AtomicWriteError:
+    what = "no space left on the device" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+    kept = "the previous file is intact" if path.exists() else "nothing was written"
+    return AtomicWriteError(exc.errno or 0, f"could not write {path}: {what}; {kept}")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, *, suffix: str = "") -> Iterator[Path]:
+    """A temporary path next to ``path``; renamed over ``path`` when the block ends without an exception.
+
+    For writers that want a file name rather than a handle (``fig.savefig``, ffcv's writer). ``suffix`` keeps an
+    extension that such writers look at (``.png``).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{suffix}")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as exc:
+        raise _error(path, exc) from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iterator[IO]:
+    """``open(path, mode)`` that replaces ``path`` only once the block has completed (``mode``: ``w`` or ``wb``)."""
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_open writes whole files: mode must be 'w' or 'wb', got {mode!r}")
+    if mode == "w":
+        kwargs.setdefault("encoding", "utf-8")
+    with atomic_path(path) as tmp:
+        try:
+            with open(tmp, mode, **kwargs) as handle:
+                yield handle
+                handle.flush()
+        except OSError as exc:
+            raise _error(Path(path), exc) from exc
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    with atomic_open(path, "w") as handle:
+        handle.write(text)
+    return Path(path)
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    with atomic_open(path, "wb") as handle:
+        handle.write(data)
+    return Path(path)
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any, *, default: Callable[[Any], Any] | None = None) -> Path:
+    """``obj`` as indented JSON (keys in insertion order) plus a final newline."""
+    return write_text_atomic(path, json.dumps(obj, indent=2, default=default) + "\n")
