@@ -27,6 +27,7 @@ __all__ = [
     "MODIFIERS",
     "SOTA_POOLS",
     "STAGE_COUNTS",
+    "STANDARD_STRIDES",
     "Arch",
     "ArchError",
     "StagePool",
@@ -72,6 +73,19 @@ STAGE_COUNTS: dict[str, int] = {
     "mobilenet_v2": 7,
     "mobilenetv3_small": 11,
     "mobilenetv3_large": 15,
+}
+
+#: The strides of the unmodified network per backbone (digit 1 = the stage keeps its resolution).
+STANDARD_STRIDES: dict[str, str] = {
+    "resnet18": "1222",
+    "resnet18_v2": "1222",
+    "resnet50": "1222",
+    "resnet50_v2": "1222",
+    "resnext": "1222",
+    "mobilenet": "1222121",
+    "mobilenet_v2": "1222121",
+    "mobilenetv3_small": "22121111211",
+    "mobilenetv3_large": "121211211111121",
 }
 """Number of stride digits (stages) per backbone."""
 

@@ -1,6 +1,16 @@
-"""The ``repro`` command line. Each command is a thin wrapper over a function of the package."""
+"""The ``repro`` command line: the one command-line layer of the suite (typer). Each command parses its arguments and
+calls library functions; errors are one line on stderr: exit 2 for a usage error, 1 for bad data or a failed run
+(the trainer's own errors carry their exit codes, docs/training.md)."""
 
 from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import sys
+import typing
+from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -10,42 +20,61 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+stage_app = typer.Typer(help="The DVC pipeline's stages (dvc.yaml runs them; run one by hand to debug it).")
+pipeline_app = typer.Typer(help="The pipeline definition: regenerate or check dvc.yaml and pipelines/groups.yaml.")
+app.add_typer(stage_app, name="stage")
+app.add_typer(pipeline_app, name="pipeline")
+
+EXIT_USAGE = 2
+EXIT_DATA = 1
 
 
-# -- commands (each section is owned by one module; edit only your own) --
+def fail(message: object, code: int = EXIT_DATA) -> typer.Exit:
+    """Print ``error: message`` on stderr; the caller raises the returned :class:`typer.Exit`."""
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
 
 
-# -- bench (repro.bench) --
-@app.command(
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
-    epilog="Options: see `python -m repro.bench layers --help`, `python -m repro.bench models --help` and "
-    "benchmarks/README.md.",
-)
-def bench(ctx: typer.Context) -> None:
-    """Benchmark pools (`repro bench layers ...`) or training steps (`repro bench models ...`); writes .md and .csv."""
-    from repro.bench.__main__ import main as bench_main
+def _data_errors() -> tuple[type[Exception], ...]:
+    from repro.data.errors import DatasetError
+    from repro.engine.checkpoint import CheckpointError
+    from repro.pipeline.params import ParamsError
+    from repro.records import EntryError, PaperTableError, RecordError
+    from repro.utils.atomic import AtomicWriteError
 
-    raise typer.Exit(bench_main(ctx.args or ["--help"]))
+    return DatasetError, CheckpointError, ParamsError, EntryError, PaperTableError, RecordError, AtomicWriteError
 
 
-# -- profile (repro.metrics.profile) --
+# -- the zoo ----------------------------------------------------------------------------------------------------------
+
+
+@app.command("list")
+def list_zoo(fmt: str = typer.Option("table", "--format", help="Output format: table or json.")) -> None:
+    """Backbones of the architecture grammar, pools, pool placements and registered models (with their defaults)."""
+    from repro.models.zoo import format_zoo
+
+    if fmt not in ("table", "json"):
+        raise typer.BadParameter(f"unknown format {fmt!r}; choose 'table' or 'json'", param_hint="--format")
+    typer.echo(format_zoo(fmt))
+
+
 @app.command("profile")
 def profile(
     arch: str | None = typer.Argument(None, help="Architecture or registered model, e.g. resnet18-nlp-1222."),
     entries: list[str] | None = typer.Option(  # noqa: B008
-        None, "--entries", help="YAML file of entries {id, arch|model, image_size(s), num_classes, opts}; repeatable."
+        None, "--entries", help="pipelines-style YAML file of entries (pipelines/*.yaml); repeatable."
     ),
     image_size: list[str] | None = typer.Option(  # noqa: B008
-        None, "--image-size", help="Input side N or HxW; repeatable (default 224, or each entry's own)."
+        None, "--image-size", help="Input side N or HxW; repeatable (default: the model's own, or each entry's)."
     ),
-    num_classes: int = typer.Option(10, help="Classifier width for ARCH."),
+    num_classes: int | None = typer.Option(None, help="Classifier width for ARCH (default: the model's own)."),
     convention: list[str] | None = typer.Option(  # noqa: B008
         None,
         "--convention",
         help="Peak-memory convention: layerwise (default), largest-map, io-sum, liveness, layerwise-streamed-pools; "
         "repeatable.",
     ),
-    dtype: str = typer.Option("fp32", help="Bytes per activation element: fp32 (4), fp16 (2) or int8 (1)."),
+    dtype: str | None = typer.Option(None, help="Bytes per activation element: fp32 (4), fp16 (2) or int8 (1)."),
     fmt: str = typer.Option("table", "--format", help="table, csv or json."),
     output: str | None = typer.Option(None, "--output", "-o", help="Also write the result here (CSV or JSON)."),
     measure: list[str] | None = typer.Option(  # noqa: B008
@@ -58,44 +87,104 @@ def profile(
     ),
 ) -> None:
     """Params, MACs (attention included) and analytic peak activation memory; docs/profiling.md."""
-    from repro.metrics.profile import cells_report, profile_command
+    from repro.metrics.profile import profile_entries, profile_model
+    from repro.metrics.profile_render import FORMATS, render_profiles, render_ratios, render_rows
+    from repro.metrics.ratios import downsampling_ratios
+    from repro.models.registry import model_defaults
+    from repro.records.entries import load_file, parse_size
+    from repro.utils.atomic import write_text_atomic
 
     if cells:
-        typer.echo(cells_report(cells))
+        typer.echo(_cells_report(cells))
         return
+    if (arch is None) == (not entries):
+        raise typer.BadParameter("give either an architecture (repro profile resnet18-nlp-1222) or --entries FILE")
+    if fmt not in FORMATS:
+        raise typer.BadParameter(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}", param_hint="--format")
+    conventions = convention or ["layerwise"]
     try:
-        text = profile_command(
-            arch,
-            entries=entries or [],
-            image_sizes=image_size or [],
-            num_classes=num_classes,
-            conventions=convention or ["layerwise"],
-            dtype=dtype,
-            fmt=fmt,
-            output=output,
-            measure=measure or [],
-            device=device,
-            ratios=ratios,
-        )
-    except (ValueError, FileNotFoundError) as exc:
+        sizes = [parse_size(s, "--image-size") for s in image_size or []]
+        if arch is not None:
+            defaults = model_defaults(arch)
+            profiles = [
+                profile_model(
+                    arch,
+                    size,
+                    num_classes=num_classes,
+                    conventions=conventions,
+                    dtype=dtype or defaults.dtype,
+                    measure=measure or [],
+                    device=device,
+                )
+                for size in sizes or [defaults.image_size]
+            ]
+            text = render_profiles(profiles, fmt)
+            rows = [p.to_row() for p in profiles]
+        else:
+            items = [e for path in entries for e in load_file(path)]
+            if sizes:
+                items = [dataclasses.replace(e, id=f"{e.id}@{s}", image_size=s) for e in items for s in sizes]
+            rows = profile_entries(items, conventions=conventions, dtype=dtype or "fp32", workers=2, progress=True)
+            text = render_rows(rows, fmt, conventions)
+    except (ValueError, FileNotFoundError, *_data_errors()) as exc:
         raise typer.BadParameter(str(exc)) from exc
+    if ratios:
+        for c in conventions:
+            text += f"\n\nAggressive-downsampling memory ratios ({c}):\n" + render_ratios(downsampling_ratios(rows, c))
+    if output:
+        write_text_atomic(output, text if fmt != "table" else render_rows(rows, "csv", conventions))
     typer.echo(text)
 
 
-# -- model zoo listing (repro.models.sap) --
-@app.command("list")
-def list_zoo(
-    fmt: str = typer.Option("table", "--format", help="Output format: table or json."),
-) -> None:
-    """Backbones of the architecture grammar, pools, pool placements and registered models."""
-    from repro.models.sap import format_zoo
+def _cells_report(paths: list[str]) -> str:
+    """Markdown table of every profiler cell of ``paths`` (paper_tables files): reported, ours, tolerance, verdict."""
+    from tabulate import tabulate
 
-    if fmt not in ("table", "json"):
-        raise typer.BadParameter(f"unknown format {fmt!r}; choose 'table' or 'json'", param_hint="--format")
-    typer.echo(format_zoo(fmt))
+    from repro.metrics.cells import CellEvaluator
+    from repro.records.reported import PROFILE_METRICS, load_table
+
+    evaluator = CellEvaluator()
+    rows = []
+    for path in paths:
+        table = load_table(path)
+        for cell in table.cells:
+            if cell.metric not in PROFILE_METRICS or cell.value is None or not cell.model:
+                continue
+            ours = evaluator.value(cell)
+            rows.append(
+                {
+                    "cell": f"{table.table}:{cell.id}",
+                    "row": cell.row,
+                    "column": cell.column,
+                    "reported": f"{cell.printed} {cell.unit}",
+                    "ours": f"{ours:.4g} {cell.unit}",
+                    "tolerance": cell.tolerance.describe(),
+                    "verdict": "match" if cell.allows(ours) else "MISMATCH",
+                }
+            )
+    matched = sum(r["verdict"] == "match" for r in rows)
+    return f"{tabulate(rows, headers='keys', tablefmt='github')}\n\n{matched} of {len(rows)} cells within tolerance."
 
 
-# -- datasets (repro.data) --
+# -- datasets ---------------------------------------------------------------------------------------------------------
+
+
+def parse_options(pairs: list[str]) -> dict[str, Any]:
+    """``["n_train=500", "format=jpg"]`` -> ``{"n_train": 500, "format": "jpg"}`` (values read as YAML scalars)."""
+    import yaml
+
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise fail(f"option {pair!r} is not KEY=VALUE (e.g. --set n_train=500)", EXIT_USAGE)
+        try:
+            options[key.strip()] = yaml.safe_load(value) if value else ""
+        except yaml.YAMLError:
+            raise fail(f"option {pair!r}: the value is not a YAML scalar", EXIT_USAGE) from None
+    return options
+
+
 @app.command("prepare")
 def prepare_dataset(
     dataset: str = typer.Argument(
@@ -104,7 +193,7 @@ def prepare_dataset(
         "shapes, shapes_det, synth_faces.",
     ),
     data_root: str | None = typer.Option(
-        None, "--data-root", help="Data root (default: $REPRO_DATA_ROOT, params.yaml data.root, data/)."
+        None, "--data-root", help="Data root (default: $REPRO_DATA_ROOT, params.yaml data_root, data/)."
     ),
     backend: str = typer.Option("torch", help="'ffcv' also writes <root>/ffcv/<dataset>/<split>-<mode>.beton."),
     ffcv_mode: str = typer.Option("raw", help="Image storage in the .beton: raw or jpg."),
@@ -112,18 +201,21 @@ def prepare_dataset(
     option: list[str] | None = typer.Option(None, "--set", help="Dataset option KEY=VALUE, repeatable."),  # noqa: B008
 ) -> None:
     """Check a real dataset's layout, or generate a generated one (deterministic, no-op when up to date)."""
-    from repro.data.commands import prepare_command
+    from repro.data import DatasetError, get_spec
+    from repro.data.prepare import prepare
 
-    raise typer.Exit(
-        prepare_command(
-            dataset,
-            data_root=data_root,
-            backend=backend,
-            ffcv_mode=ffcv_mode,
-            ffcv_max_resolution=ffcv_max_resolution,
-            options=option or [],
+    try:
+        get_spec(dataset)
+    except DatasetError as exc:
+        raise fail(exc, EXIT_USAGE) from None
+    opts = parse_options(option or [])
+    try:
+        path = prepare(
+            dataset, data_root, backend=backend, ffcv_mode=ffcv_mode, ffcv_max_resolution=ffcv_max_resolution, **opts
         )
-    )
+    except _data_errors() as exc:
+        raise fail(exc) from None
+    typer.echo(str(path))
 
 
 @app.command("bench-data")
@@ -139,163 +231,100 @@ def bench_data(
     out: str | None = typer.Option(None, help="Also write the result as JSON here."),
 ) -> None:
     """Images/s of the ffcv loader against the torchvision JPEG loader on the same generated images."""
-    from repro.data.commands import bench_command
+    from repro.data import DatasetError
+    from repro.data.bench import bench_data as run_bench
+    from repro.data.transforms import get_recipe
+    from repro.utils.atomic import write_json_atomic
 
-    raise typer.Exit(
-        bench_command(
-            data_root=data_root,
+    try:
+        get_recipe(recipe)
+    except DatasetError as exc:
+        raise fail(exc, EXIT_USAGE) from None
+    try:
+        result = run_bench(
+            data_root,
             image_size=image_size,
             num_images=num_images,
             batch_size=batch_size,
             num_workers=num_workers,
             epochs=epochs,
             recipe=recipe,
-            ffcv_modes=ffcv_mode or ["jpg", "raw"],
-            out=out,
+            ffcv_modes=tuple(ffcv_mode or ["jpg", "raw"]),
         )
-    )
+    except _data_errors() as exc:
+        raise fail(exc) from None
+    typer.echo("\n".join(result.lines()))
+    if out:
+        write_json_atomic(out, result.as_dict())
 
 
-# -- pipeline stages and tables (repro.pipeline, repro.tables) --
-@app.command("run-entries")
-def run_entries(
-    group: str = typer.Argument(..., help="entry group (pipelines/groups.yaml); one process trains all its entries"),
-    only: str = typer.Option("", "--only", help="comma-separated entry ids: train only these of the group"),
-    pipelines: str = typer.Option("pipelines", help="directory of the entry files"),
-    params: str = typer.Option("params.yaml", help="profile and its settings"),
-    runs: str = typer.Option("runs", help="run directories: <runs>/<group>/<entry>/"),
-    strict: bool = typer.Option(False, help="exit non-zero when an entry failed"),
-) -> None:
-    """Train (profile-dependent) every entry of GROUP; failures are recorded per entry, not raised."""
-    from repro.pipeline.cli import run_entries_command
-
-    ids = [x for x in only.split(",") if x]
-    raise typer.Exit(run_entries_command(group, only=ids, pipelines=pipelines, params=params, runs=runs, strict=strict))
+# -- benchmarks -------------------------------------------------------------------------------------------------------
 
 
-@app.command("evaluate-entries")
-def evaluate_entries(
-    group: str = typer.Argument(..., help="entry group"),
-    pipelines: str = typer.Option("pipelines"),
-    params: str = typer.Option("params.yaml"),
-    runs: str = typer.Option("runs"),
-    results: str = typer.Option("results/metrics", help="where <group>/<entry>.json are written"),
-) -> None:
-    """Write results/metrics/<group>/<entry>.json (the file every table cell points to) from the runs of GROUP."""
-    from repro.pipeline.cli import evaluate_entries_command
-
-    raise typer.Exit(evaluate_entries_command(group, pipelines=pipelines, params=params, runs=runs, results=results))
-
-
-@app.command("pipeline-groups")
-def pipeline_groups(
-    pipelines: str = typer.Option("pipelines"),
-    write: bool = typer.Option(False, "--write", help="regenerate pipelines/groups.yaml"),
-    check: bool = typer.Option(False, "--check", help="exit 1 if pipelines/groups.yaml is out of date"),
-) -> None:
-    """List entry groups (the foreach keys of dvc.yaml), or regenerate / check pipelines/groups.yaml."""
-    from repro.pipeline.cli import groups_command
-
-    raise typer.Exit(groups_command(pipelines, write=write, check=check))
-
-
-@app.command("prepare-stage")
-def prepare_stage(
-    dataset: str = typer.Argument(..., help="dataset name (params.yaml: datasets)"),
-    params: str = typer.Option("params.yaml"),
-    marker_dir: str = typer.Option("results/prepared", help="where <dataset>.json records what was done"),
-) -> None:
-    """prepare@dataset: generate / check DATASET when the profile needs it, else record that it was skipped."""
-    from repro.pipeline.cli import prepare_stage_command
-
-    raise typer.Exit(prepare_stage_command(dataset, params=params, marker_dir=marker_dir))
-
-
-@app.command("profile-stage")
-def profile_stage(
-    pipelines: str = typer.Option("pipelines"),
-    paper_tables: str = typer.Option("paper_tables"),
-    out: str = typer.Option("results/profile.csv", help="one row per entry"),
-    cells_out: str = typer.Option("results/profile_cells.csv", help="one row per cell with its own model block"),
-) -> None:
-    """The profile stage: params, MACs, peak memory of every entry and profile-derived cell (exact, any profile)."""
-    from repro.pipeline.profile_stage import run_profile_stage
-
-    rows, cells = run_profile_stage(pipelines, paper_tables, out, cells_out)
-    typer.echo(f"profiled {rows} entries -> {out}; {cells} cells -> {cells_out}")
-
-
-@app.command("check-tables")
-def check_tables(
-    paper_tables: str = typer.Option("paper_tables"),
-    results: str = typer.Option("results"),
-    smoke: bool = typer.Option(True, help="fail if a smoke accuracy cell was judged against the paper"),
-) -> None:
-    """Check regenerated tables: every table rendered, RNNPool Tables 1-3 profile cells computed (CI)."""
-    from repro.pipeline.check import check_tables as run_check
-
-    errors, notes = run_check(paper_tables, results, smoke=smoke)
-    for line in notes:
-        typer.echo(line)
-    for line in errors:
-        typer.echo(f"error: {line}", err=True)
-    raise typer.Exit(1 if errors else 0)
-
-
-@app.command("tables")
-def tables(
-    paper_tables: str = typer.Option("paper_tables", help="reported numbers, one YAML per table"),
-    results: str = typer.Option("results", help="results directory (metrics/, profile.csv; tables/ is written)"),
-    pipelines: str = typer.Option("pipelines"),
-    params: str = typer.Option("params.yaml"),
-    plots: bool = typer.Option(True, help="write results/plots/*.png|svg"),
-    strict: bool = typer.Option(False, help="exit 1 if any cell with both values is outside tolerance"),
-) -> None:
-    """Regenerate results/tables/<paper>/<table>.{md,tex,csv}, plots, claims and results/README.md."""
-    from repro.pipeline.cli import tables_command
-
-    raise typer.Exit(tables_command(paper_tables, results, pipelines, params, plots=plots, strict=strict))
-
-
-# -- rnnpool-params (repro.models.rnnpool_params) --
-@app.command("rnnpool-params")
-def rnnpool_params(
-    reported: str | None = typer.Option(
-        None, help="paper_numbers.yaml-style file with the reported parameter counts (omit to print ours only)."
-    ),
-) -> None:
-    """Parameter counts of the RNNPool classifiers next to the paper's Tables 1-3 and 18 (Markdown)."""
-    from repro.models.rnnpool_params import main as rnnpool_params_main
-
-    typer.echo(rnnpool_params_main(reported))
-
-
-# -- train / evaluate (repro.engine) --
 @app.command(
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    epilog="More options (--epochs, --batch-size, --lr, --device, --val-split, --epochs-compat-299, --amp, "
-    "--sync-bn, --compile, ...) pass through: see `python -m repro.engine.train --help` and docs/training.md.",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+    epilog="Options: see `repro bench layers --help`, `repro bench models --help` and benchmarks/README.md.",
 )
-def train(
-    ctx: typer.Context,
-    arch: str = typer.Option(..., help="Architecture, e.g. resnet18-nlp-1222 or a registered model name."),
-    recipe: str = typer.Option(
-        "smoke", help="Named recipe: sap-stl10, sap-imagenet, rnnpool-imagenet, rnnpool-vww, smoke."
-    ),
-    dataset: str | None = typer.Option(None, help="Dataset name (default: the recipe's)."),
-    image_size: int | None = typer.Option(None, help="Input side length in pixels (default: the recipe's)."),
-    seed: int = typer.Option(0, help="Random seed."),
-    out: str = typer.Option("runs/train", help="Run directory: checkpoint.pt, best.pt, dvclive/, metrics.json."),
-    resume: bool = typer.Option(False, help="Continue from <out>/checkpoint.pt."),
-    nproc_per_node: int = typer.Option(1, help="Processes on this machine (DistributedDataParallel via torchrun)."),
-) -> None:
-    """Train a classifier under a named recipe; writes metrics.json and per-epoch dvclive logs."""
-    from repro.engine.train import main as train_main
+def bench(ctx: typer.Context) -> None:
+    """Benchmark pools (`repro bench layers ...`) or training steps (`repro bench models ...`); writes .md and .csv."""
+    from repro.bench.__main__ import main as bench_main
 
-    opts = {"--arch": arch, "--recipe": recipe, "--dataset": dataset, "--image-size": image_size, "--seed": seed}
-    argv = [str(x) for flag, value in opts.items() if value is not None for x in (flag, value)]
-    argv += ["--out", out, "--resume" if resume else "--no-resume"]
-    raise typer.Exit(train_main([*argv, *ctx.args], nproc_per_node=nproc_per_node))
+    raise typer.Exit(bench_main(ctx.args or ["--help"]))
+
+
+# -- training and evaluation -------------------------------------------------------------------------------------------
+
+
+def _option_type(hint: Any) -> type:
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if args else hint
+
+
+def _train_signature() -> inspect.Signature:
+    """One typer option per :class:`~repro.engine.train.TrainConfig` field (``--out`` for ``out_dir``; dicts as
+    JSON text), plus ``--nproc-per-node``."""
+    from repro.engine.train import FIELD_HELP, TrainConfig, flag_for
+
+    hints = typing.get_type_hints(TrainConfig)
+    params = []
+    for f in dataclasses.fields(TrainConfig):
+        kind = _option_type(hints[f.name])
+        flag = flag_for(f.name)
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        default = ... if required else None if f.default is dataclasses.MISSING else f.default
+        if kind is dict:  # a mapping field (default_factory), given as JSON text
+            kind = str
+        decls = [f"{flag}/--no-{flag[2:]}"] if kind is bool else [flag]
+        annotation = kind if default is ... or default is not None else kind | None
+        option = typer.Option(default, *decls, help=FIELD_HELP.get(f.name))
+        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation))
+    nproc = typer.Option(1, "--nproc-per-node", help="Processes on this machine (DistributedDataParallel).")
+    params.append(inspect.Parameter("nproc_per_node", inspect.Parameter.KEYWORD_ONLY, default=nproc, annotation=int))
+    return inspect.Signature(params)
+
+
+def train(**options: Any) -> None:
+    """Train a classifier under a named recipe; writes checkpoints, metrics.json and per-epoch dvclive logs."""
+    from repro.engine.errors import TrainConfigError
+    from repro.engine.train import TrainConfig, launch
+
+    nproc = options.pop("nproc_per_node")
+    if options.get("model_opts"):
+        try:
+            options["model_opts"] = json.loads(options["model_opts"])
+        except json.JSONDecodeError as exc:
+            raise typer.BadParameter(f"not JSON: {exc}", param_hint="--model-opts") from None
+    else:
+        options["model_opts"] = {}
+    try:
+        config = TrainConfig(**options)
+    except TrainConfigError as exc:
+        raise fail(exc, EXIT_USAGE) from None
+    raise typer.Exit(launch(config, nproc))
+
+
+train.__signature__ = _train_signature()  # type: ignore[attr-defined]
+app.command("train", epilog="Recipes, resume, DDP and the quirk flags: docs/training.md.")(train)
 
 
 @app.command()
@@ -308,16 +337,216 @@ def evaluate(
     out: str | None = typer.Option(None, help="Write the result as JSON to this file."),
 ) -> None:
     """Top-1 accuracy of a trained checkpoint on one split."""
-    from repro.engine.evaluate import cli_evaluate
+    from repro.engine.evaluate import evaluate_checkpoint
+    from repro.utils.atomic import write_json_atomic
 
-    raise typer.Exit(
-        cli_evaluate(checkpoint, split=split, data_root=data_root, batch_size=batch_size, device=device, out=out)
+    try:
+        result = evaluate_checkpoint(checkpoint, split=split, data_root=data_root, batch_size=batch_size, device=device)
+    except (ValueError, *_data_errors()) as exc:
+        raise fail(exc) from None
+    if out:
+        write_json_atomic(out, result)
+    where = f"{result['dataset']}/{result['split']}"
+    typer.echo(f"{result['arch']} on {where} (epoch {result['epoch']}): top1 {result['top1']:.4f}")
+
+
+# -- tables -----------------------------------------------------------------------------------------------------------
+
+
+def _entries(pipelines: str):
+    from repro.records.entries import load_entries
+
+    return load_entries(pipelines)
+
+
+def _profile_name(params: str) -> str:
+    from repro.pipeline.params import load_params
+
+    return load_params(params).profile
+
+
+@app.command("tables")
+def tables(
+    paper_tables: str = typer.Option("paper_tables", help="reported numbers, one YAML per table"),
+    results: str = typer.Option("results", help="results directory (metrics/, profile.csv; tables/ is written)"),
+    pipelines: str = typer.Option("pipelines", help="directory of the entry files"),
+    params: str = typer.Option("params.yaml", help="the profile the results came from"),
+    plots: bool = typer.Option(True, help="write results/plots/*"),
+    strict: bool = typer.Option(False, help="exit 1 if any cell with both values is outside tolerance"),
+) -> None:
+    """Regenerate results/tables/<paper>/<table>.{md,tex,csv}, plots, claims, results/README.md and summary.json."""
+    from repro.pipeline.stages import tables as stage
+    from repro.records.verdict import Verdict
+
+    try:
+        report = stage.run(
+            _entries(pipelines), _profile_name(params), paper_tables=paper_tables, results=results, plots=plots
+        )
+    except _data_errors() as exc:
+        raise fail(exc) from None
+    counts = report.counts
+    typer.echo(
+        f"{len(report.tables)} tables -> {Path(results) / 'tables'}; "
+        + ", ".join(f"{v.label}: {counts.get(v, 0)}" for v in Verdict)
     )
+    for problem in report.problems:
+        typer.echo(f"warning: {problem}", err=True)
+    if strict and report.outside:
+        for j in report.outside[:20]:
+            typer.echo(
+                f"outside tolerance: {j.table} {j.cell.id}: ours {j.reproduced:.4g} vs reported {j.cell.printed} "
+                f"{j.cell.unit} ({j.cell.tolerance.describe()})",
+                err=True,
+            )
+        raise typer.Exit(1)
+
+
+@app.command("check-tables")
+def check_tables(
+    paper_tables: str = typer.Option("paper_tables"),
+    results: str = typer.Option("results"),
+    smoke: bool = typer.Option(True, help="fail if a smoke accuracy cell was judged against the paper"),
+) -> None:
+    """Check regenerated tables: every table rendered, RNNPool Tables 1-3 profile cells computed (CI)."""
+    from repro.tables.check import check_tables as run_check
+
+    errors, notes = run_check(paper_tables, results, smoke=smoke)
+    for line in notes:
+        typer.echo(line)
+    for line in errors:
+        typer.echo(f"error: {line}", err=True)
+    raise typer.Exit(1 if errors else 0)
+
+
+# -- the pipeline's stages --------------------------------------------------------------------------------------------
+
+
+def _params(params: str):
+    from repro.pipeline.params import load_params
+
+    try:
+        return load_params(params)
+    except _data_errors() as exc:
+        raise fail(exc) from None
+
+
+@stage_app.command("prepare")
+def stage_prepare(params: str = typer.Option("params.yaml")) -> None:
+    """Generate the smoke datasets, or check the full profile's real ones; results/prepared/<dataset>.json."""
+    from repro.pipeline.stages import prepare as stage
+
+    try:
+        records = stage.run(_params(params))
+    except _data_errors() as exc:
+        raise fail(exc) from None
+    for record in records:
+        typer.echo(f"{record.dataset}: " + (record.path or record.note or ""))
+
+
+@stage_app.command("profile")
+def stage_profile(
+    pipelines: str = typer.Option("pipelines"),
+    paper_tables: str = typer.Option("paper_tables"),
+    params: str = typer.Option("params.yaml", help="profile_workers: processes that trace models"),
+) -> None:
+    """Params, MACs and peak memory of every entry and of every cell with a model block (exact, any profile)."""
+    from repro.pipeline.stages import profile as stage
+    from repro.records.reported import load_tables
+
+    try:
+        tables_, problems = load_tables(paper_tables)
+        rows, cells = stage.run(_entries(pipelines), tables_, workers=_params(params).profile_workers, progress=True)
+    except _data_errors() as exc:
+        raise fail(exc) from None
+    for problem in problems:
+        typer.echo(f"warning: {problem.message}", err=True)
+    failed = sum(bool(r.error) for r in rows)
+    typer.echo(f"profiled {len(rows)} entries ({failed} with an error recorded) and {len(cells)} cells")
+
+
+@stage_app.command("train")
+def stage_train(
+    group: str = typer.Argument(..., help="entry group (pipelines/groups.yaml); one process trains all its entries"),
+    only: str = typer.Option("", "--only", help="comma-separated entry ids: train only these of the group"),
+    pipelines: str = typer.Option("pipelines"),
+    params: str = typer.Option("params.yaml"),
+    runs: str = typer.Option("runs", help="run directories: <runs>/<group>/<entry>/"),
+    results: str = typer.Option("results/metrics", help="where <group>/<entry>.json are written"),
+    strict: bool = typer.Option(False, help="exit 1 when an entry failed"),
+) -> None:
+    """Train and evaluate every entry of GROUP; failures are recorded per entry, not raised."""
+    from repro.pipeline.stages import train as stage
+
+    try:
+        records = stage.run(
+            group,
+            _entries(pipelines),
+            _params(params),
+            runs=runs,
+            results=results,
+            only=[x for x in only.split(",") if x],
+        )
+    except _data_errors() as exc:
+        raise fail(exc) from None
+    statuses = [r.status for r in records.values()]
+    typer.echo(
+        f"[{group}] {len(statuses)} entries: "
+        + ", ".join(f"{s} {statuses.count(s)}" for s in ("ok", "failed", "not_run"))
+    )
+    if strict and "failed" in statuses:
+        raise typer.Exit(1)
+
+
+@stage_app.command("tables")
+def stage_tables(
+    pipelines: str = typer.Option("pipelines"),
+    params: str = typer.Option("params.yaml"),
+) -> None:
+    """Regenerate every table (the same as `repro tables` with the default paths)."""
+    tables(paper_tables="paper_tables", results="results", pipelines=pipelines, params=params, plots=True, strict=False)
+
+
+@pipeline_app.command("write")
+def pipeline_write(pipelines: str = typer.Option("pipelines")) -> None:
+    """Regenerate pipelines/groups.yaml and dvc.yaml (after adding entries or changing what a stage imports)."""
+    from repro.pipeline.dvcfile import write
+
+    try:
+        for path in write(_entries(pipelines), ".", pipelines):
+            typer.echo(f"wrote {path}")
+    except _data_errors() as exc:
+        raise fail(exc) from None
+
+
+@pipeline_app.command("check")
+def pipeline_check(pipelines: str = typer.Option("pipelines")) -> None:
+    """Exit 1 if pipelines/groups.yaml or dvc.yaml is out of date with the entries and the import graph."""
+    from repro.pipeline.dvcfile import stale
+
+    try:
+        outdated = stale(_entries(pipelines), ".", pipelines)
+    except _data_errors() as exc:
+        raise fail(exc) from None
+    if outdated:
+        raise fail(f"out of date: {', '.join(outdated)}; run: repro pipeline write")
+
+
+@pipeline_app.command("groups")
+def pipeline_groups(pipelines: str = typer.Option("pipelines")) -> None:
+    """List the entry groups (the foreach keys of dvc.yaml): name, entries, file."""
+    from repro.pipeline.dvcfile import groups_index
+
+    try:
+        index = groups_index(_entries(pipelines), pipelines)
+    except _data_errors() as exc:
+        raise fail(exc) from None
+    for name, info in index["groups"].items():
+        typer.echo(f"{name}\t{info['entries']}\t{info['file']}")
 
 
 def main() -> None:  # pragma: no cover - console entry point
     app()
 
 
-if __name__ == "__main__":  # pragma: no cover
-    main()
+if __name__ == "__main__":  # pragma: no cover - `python -m repro.cli` (torchrun relaunches `repro train` this way)
+    sys.exit(main())

@@ -6,7 +6,7 @@ export DVC_NO_ANALYTICS=1 REPRO_NO_PROGRESS=1
 SUBSET=${SMOKE_SUBSET:-"sap_readme rnnpool_t18 condensation sap_det_ssd"}
 [ -d .dvc ] || dvc init -q
 for group in $SUBSET; do
-  dvc repro evaluate@"$group"
+  dvc repro train@"$group"
 done
 dvc repro profile
 repro tables

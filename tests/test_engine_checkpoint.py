@@ -11,7 +11,7 @@ import torch
 from repro.engine import checkpoint as ckpt
 from repro.engine.checkpoint import CheckpointError, capture_rng_state, load_checkpoint, restore_rng_state
 from repro.engine.errors import TrainConfigError
-from repro.engine.train import TrainConfig, build_parser, config_to_argv
+from repro.engine.train import TrainConfig, config_to_argv
 
 
 def _draws():
@@ -65,7 +65,15 @@ def test_load_errors_name_the_file(tmp_path):
         load_checkpoint(tmp_path / "other.pt")
 
 
-def test_config_round_trips_through_the_command_line():
+def test_config_round_trips_through_the_command_line(monkeypatch):
+    """``repro train`` turns the arguments of a relaunch (torchrun) back into the same configuration."""
+    from typer.testing import CliRunner
+
+    import repro.engine.train as train_module
+    from repro.cli import app
+
+    seen = []
+    monkeypatch.setattr(train_module, "launch", lambda config, nproc: seen.append((config, nproc)) or 0)
     config = TrainConfig(
         arch="resnet18-nlp-1222",
         recipe="sap-stl10",
@@ -77,9 +85,13 @@ def test_config_round_trips_through_the_command_line():
         amp=False,
         epochs_compat_299=True,
         val_split=0.1,
+        model_opts={"rnn_cell": "gru"},
     )
-    parsed = TrainConfig(**vars(build_parser().parse_args(config_to_argv(config))))
-    assert parsed == config
+    result = CliRunner().invoke(app, ["train", *config_to_argv(config), "--nproc-per-node", "2"])
+    assert result.exit_code == 0, result.output
+    assert seen == [(config, 2)]
+    bad = CliRunner().invoke(app, ["train", "--arch", "a", "--model-opts", "{oops"])
+    assert bad.exit_code == 2 and "--model-opts" in bad.output
 
 
 @pytest.mark.parametrize(

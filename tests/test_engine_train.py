@@ -285,16 +285,21 @@ def test_cli_train_then_evaluate(shapes_root, tmp_path, tiny_model):
     assert f"top1 {metrics['test_acc_last']:.4f}" in result.output
 
 
-def test_cli_reports_errors_in_one_line(shapes_root, tmp_path, monkeypatch, capsys):
+def test_cli_reports_errors_in_one_line(shapes_root, tmp_path, monkeypatch):
+    from repro.cli import app
+
     common = ["--out", str(tmp_path / "run"), "--data-root", str(shapes_root), "--device", "cpu", "--epochs", "2"]
-    assert train_module.main(["--arch", "resnet18-bogus-1222", *common]) == 2
-    assert capsys.readouterr().err.startswith("error: ")
+    result = CliRunner().invoke(app, ["train", "--arch", "resnet18-bogus-1222", *common])
+    assert result.exit_code == 2 and result.stderr.startswith("error: ")
 
     monkeypatch.setattr(
         repro.models, "build_model", lambda arch, num_classes=1000, **o: _FailingNet(num_classes, 1, "nan")
     )
-    assert train_module.main(["--arch", "x", *common, "--batch-size", "8", "--max-steps-per-epoch", "2"]) == 3
-    err = capsys.readouterr().err.strip().splitlines()
+    result = CliRunner().invoke(
+        app, ["train", "--arch", "x", *common, "--batch-size", "8", "--max-steps-per-epoch", "2"]
+    )
+    assert result.exit_code == 3
+    err = result.stderr.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: loss is nan")
 
 
@@ -304,7 +309,7 @@ def test_cli_reports_errors_in_one_line(shapes_root, tmp_path, monkeypatch, caps
 def test_two_process_ddp_on_cpu(shapes_root, tmp_path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    cmd += ["-m", "repro.engine.train", "--arch", "resnet18-skip-1222", "--recipe", "smoke", "--device", "cpu"]
+    cmd += ["-m", "repro.cli", "train", "--arch", "resnet18-skip-1222", "--recipe", "smoke", "--device", "cpu"]
     cmd += ["--data-root", str(shapes_root), "--out", str(out), "--epochs", "1", "--batch-size", "8"]
     cmd += ["--max-steps-per-epoch", "2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "REPRO_NO_PROGRESS": "1"}
@@ -349,7 +354,9 @@ def interrupted_loaders(**kwargs):
     return loaders
 
 train_module.build_loaders = interrupted_loaders
-sys.exit(train_module.main())
+from repro.cli import app
+
+app(["train", *sys.argv[1:]])
 """
 
 
@@ -365,14 +372,14 @@ def test_two_process_ddp_sigterm_on_one_rank_then_resume_matches(shapes_root, tm
     def launch(*extra: str) -> subprocess.CompletedProcess:
         return subprocess.run([*run, *extra], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
 
-    ref = launch("-m", "repro.engine.train", *args, "--out", str(tmp_path / "ref"))
+    ref = launch("-m", "repro.cli", "train", *args, "--out", str(tmp_path / "ref"))
     assert ref.returncode == 0, ref.stderr[-3000:]
     out = tmp_path / "run"
     interrupted = launch(str(launcher), *args, "--out", str(out))
     assert interrupted.returncode != 0 and "Run again with --resume" in interrupted.stderr
     saved = load_checkpoint(out / "checkpoint.pt")
     assert (saved["epoch"], saved["step"], len(saved["rng"]), len(saved["partial"])) == (1, 2, 2, 2)
-    resumed = launch("-m", "repro.engine.train", *args, "--out", str(out), "--resume")
+    resumed = launch("-m", "repro.cli", "train", *args, "--out", str(out), "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     expected = json.loads((tmp_path / "ref" / "metrics.json").read_text())
     assert comparable(json.loads((out / "metrics.json").read_text())) == comparable(expected)

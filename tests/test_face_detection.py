@@ -77,9 +77,10 @@ def test_face_a_hidden_size_reading():
         assert build_model("rnnpool_face_a", num_classes=2, hidden=16).rows[0].out_channels == 64
 
 
-def test_detectors_are_face_only():
+def test_detectors_are_face_only_and_default_to_two_classes():
     with pytest.raises(ValueError, match="num_classes=2"):
-        build_model("rnnpool_face_c")  # the registry's classification default of 1000 classes
+        build_model("rnnpool_face_c", num_classes=1000)
+    assert build_model("rnnpool_face_c").num_classes == 2  # the model's own default, not a classifier's 1000
 
 
 @pytest.mark.parametrize("name", DETECTORS)

@@ -8,9 +8,9 @@ import torchvision
 from torch import nn
 
 from repro.layers.nlp import SelfAttentiveWeights, attention_impl
-from repro.metrics.macs import attention_macs, count_macs
-from repro.metrics.memory import trace_model
+from repro.metrics.macs import attention_macs
 from repro.metrics.params import count_params
+from repro.metrics.trace import count_macs, trace_model
 
 
 def _conv_linear_macs(model: nn.Module, image_size: int) -> int:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 import torch
 from torch import nn
@@ -12,13 +9,6 @@ from torch import nn
 from repro.layers.rnnpool import GlobalRNNPool2d, ReNet2d, RNNPool2d, rnnpool_num_params
 from repro.models import build_model, list_models
 from repro.models.rnnpool_common import count_parameters
-from repro.models.rnnpool_params import (
-    PAPER_PARAM_CELLS,
-    agreement,
-    format_agreement,
-    load_reported_parameters,
-    parameter_counts,
-)
 
 CLASSIFIERS = {
     "mobilenetv2": 10,
@@ -199,90 +189,3 @@ def test_bad_options_give_clear_errors():
         build_model("mobilenetv2_rnnpool", num_classes=10, replaced_stages=9)
     with pytest.raises(ValueError, match="one entry per block"):
         build_model("mobilenetv2_rnnpool", num_classes=10, patch_size=(6, 4), stride=(4, 2), hidden=(8, 8, 8))
-
-
-# ------------------------------------------------------------------------------------- parameter counts vs the paper
-
-
-def test_agreement_rule():
-    assert agreement(2_236_682, 2.2, "millions") == "round"
-    assert agreement(2_954_766, 2.9, "millions") == "truncated"
-    assert agreement(2_216_686, 2.0, "millions") == "mismatch"  # "2.0M" keeps one decimal
-    assert agreement(4_020_358, 4.03, "millions") == "mismatch"
-    assert agreement(296_400, 296.0, "thousands") == "round"
-
-
-# Cells our faithful configurations cannot reproduce; docs/rnnpool.md explains each one.
-KNOWN_MISMATCHES = {
-    ("Table 1", "MobileNetV2", "RNNPool (RNNPoolLayer replaces early blocks)"): "Table 10 network has 2.22M",
-    ("Table 1", "EfficientNet-B0", "base"): "torchvision/reference EfficientNet-B0 has 4.020M, printed 4.03M",
-    ("Table 1", "ResNet18", "RNNPool (RNNPoolLayer replaces early blocks)"): "10.51M without layer1/layer2",
-    ("Table 1", "GoogLeNet", "RNNPool (RNNPoolLayer replaces early blocks)"): "9.84M: only 0.12M can be removed",
-    ("Table 2", "MobileNetV2", "Average Pooling"): "same 0.2M gap as the RNNPool row",
-    ("Table 2", "MobileNetV2", "Max Pooling"): "same 0.2M gap as the RNNPool row",
-    ("Table 2", "MobileNetV2", "Strided Convolution"): "same 0.2M gap as the RNNPool row",
-    ("Table 2", "MobileNetV2", "RNNPoolLayer"): "same 0.2M gap as the RNNPool row",
-    ("Table 2", "MobileNetV2", "RNNPoolLayer + Last layer RNNPool"): "same 0.2M gap as the RNNPool row",
-    ("Table 2", "DenseNet121", "Last layer RNNPool"): "base + 0.46M = 7.42M",
-    ("Table 2", "DenseNet121", "Average Pooling"): "paper = RNNPool row minus the RNNPool (no channel match)",
-    ("Table 2", "DenseNet121", "Max Pooling"): "paper = RNNPool row minus the RNNPool (no channel match)",
-    **{
-        ("Table 2", "MobileNetV2-0.35x", row): "EdgeML's released VWW model has 281,902, not 255K"
-        for row in (
-            "Base Network",
-            "Last layer RNNPool",
-            "Average Pooling",
-            "Max Pooling",
-            "Strided Convolution",
-            "ReNet",
-            "RNNPoolLayer",
-            "RNNPoolLayer + Last layer RNNPool",
-        )
-    },
-    ("Table 3", "MobileNetV2", "base"): "MobileNetV2 paper's 3.4M; the network has 3.50M",
-    ("Table 3", "MobileNetV2", "RNNPool"): "Table 10 network has 3.48M",
-    **{
-        ("Table 18", "MobileNetV2-RNNPool", f"RNNPool with {cell} cell"): "Table 10 network has 2.22M"
-        for cell in ("LSTM", "GRU", "FastGRNN")
-    },
-}
-
-
-def _reported_numbers() -> Path | None:
-    root = Path(os.environ.get("REPRO_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
-    path = root / "reference" / "paper_numbers.yaml"
-    return path if path.is_file() else None
-
-
-@pytest.fixture(scope="module")
-def reported():
-    path = _reported_numbers()
-    if path is None:
-        pytest.skip("paper_numbers.yaml not found (set REPRO_SHARED to the shared/ directory)")
-    return load_reported_parameters(path)
-
-
-@pytest.fixture(scope="module")
-def ours():
-    return parameter_counts()
-
-
-def test_every_paper_parameter_cell_is_covered(reported):
-    assert {cell.key for cell in PAPER_PARAM_CELLS} == set(reported)
-
-
-@pytest.mark.parametrize("cell", PAPER_PARAM_CELLS, ids=lambda c: f"{c.table}|{c.backbone}|{c.method}")
-def test_parameter_counts_against_the_paper(cell, reported, ours):
-    value, unit = reported[cell.key]
-    verdict = agreement(ours[cell.key], value, unit)
-    if cell.key in KNOWN_MISMATCHES:
-        assert verdict == "mismatch", f"now matches ({verdict}): drop it from KNOWN_MISMATCHES and docs/rnnpool.md"
-    else:
-        assert verdict in ("round", "truncated"), f"{cell.model} {cell.options}: {ours[cell.key]:,} vs {value} {unit}"
-
-
-def test_agreement_table_renders(reported, ours):
-    from repro.models.rnnpool_params import parameter_agreement
-
-    table = format_agreement(parameter_agreement(reported, ours))
-    assert table.count("\n") == len(PAPER_PARAM_CELLS) + 1 and "| mismatch |" in table

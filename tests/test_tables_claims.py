@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from repro.pipeline.entries import Entry
+from repro.records.entries import ClaimRole, Entry
+from repro.records.profile import ProfileRow
+from repro.records.reported import PaperTable
+from repro.records.runs import MetricsRecord
+from repro.records.verdict import Verdict
 from repro.tables.claims import join_claim, sap_imagenet_avg_gain, sap_iso_memory_gain, sap_memory_reduction
-from repro.tables.join import Results
-from repro.tables.schema import PaperTable
-from repro.tables.verdict import Verdict
+from repro.tables.results import Results
 
 
-def _entry(eid: str, role) -> Entry:
+def _entry(eid: str, roles) -> Entry:
     return Entry(
         id=eid,
         file="p.yaml",
@@ -21,8 +23,27 @@ def _entry(eid: str, role) -> Entry:
         arch=eid,
         image_size=224,
         num_classes=1000,
-        raw={"claim_role": role},
+        claim_roles=tuple(ClaimRole(**r) for r in roles),
     )
+
+
+def _record(eid: str, profile: str, acc: float | None) -> MetricsRecord:
+    return MetricsRecord(
+        entry=eid,
+        group="g",
+        task="classification",
+        arch=eid,
+        pipeline_file="p.yaml",
+        profile=profile,
+        status="ok" if acc is not None else "failed",
+        reason=None if acc is not None else "x",
+        values={"accuracy": {"best": acc, "last": acc}} if acc is not None else {},
+    )
+
+
+def _row(eid: str, mb: float, streamed_mb: float) -> ProfileRow:
+    peaks = {"layerwise": int(mb * 2**20), "layerwise-streamed-pools": int(streamed_mb * 2**20)}
+    return ProfileRow(entry=eid, model=eid, image_size="224", num_classes=1000, peak_bytes=peaks)
 
 
 def _results(profile: str = "full") -> Results:
@@ -41,33 +62,61 @@ def _results(profile: str = "full") -> Results:
         if method.startswith("nlp"):
             roles.append({"claim": "sap_memory", "baseline": "skip-1222121"})
         entries[eid] = _entry(eid, roles)
-        metrics[eid] = {"status": "ok", "profile": profile, "accuracy": {"best": acc, "last": acc}}
-    profile_rows = {
-        "skip-1222121": {"peak_layerwise_bytes": 2.0 * 2**20},
-        "nlp_headfix2_nowin-1222121": {"peak_layerwise_bytes": 2.0 * 2**20},
-        "nlp_headfix2_nowin-4222121": {"peak_layerwise_bytes": 0.1 * 2**20},
-    }
-    return Results(metrics, {}, profile_rows, "profile.csv", [], entries)
+        metrics[eid] = _record(eid, profile, acc)
+    rows = [
+        _row("skip-1222121", 2.0, 2.0),
+        _row("nlp_headfix2_nowin-1222121", 2.0, 1.0),
+        _row("nlp_headfix2_nowin-4222121", 2.5, 0.1),
+    ]
+    return Results(entries=entries, metrics=metrics, profile={r.entry: r for r in rows}, profile_file="profile.csv")
+
+
+def _cell(convention: str = "layerwise"):
+    return PaperTable.from_dict(
+        {
+            "paper": "sap",
+            "table": "claims",
+            "title": "t",
+            "source": "abs",
+            "cells": [
+                {
+                    "id": "m",
+                    "row": "mem",
+                    "column": convention,
+                    "metric": "claim",
+                    "claim": "sap_memory_reduction",
+                    "convention": convention,
+                    "value": 22,
+                    "unit": "x",
+                    "kind": "abstract_claim",
+                    "source": "abs",
+                }
+            ],
+        }
+    ).cells[0]
 
 
 def test_average_and_iso_memory_gain():
-    res = sap_imagenet_avg_gain(_results())
+    res = sap_imagenet_avg_gain(_results(), None)
     assert res.value == pytest.approx((1.0 + 2.5) / 2) and res.comparable
     assert "1222121: nlp_headfix2_nowin 72.00 - lip 71.00 = +1.00 pp" in res.computation
-    iso = sap_iso_memory_gain(_results())
+    iso = sap_iso_memory_gain(_results(), None)
     assert iso.value == pytest.approx(2.5) and "at 4222121" in iso.computation
-    assert not sap_imagenet_avg_gain(_results("smoke")).comparable
+    assert not sap_imagenet_avg_gain(_results("smoke"), None).comparable
 
 
-def test_memory_reduction_from_profile():
-    res = sap_memory_reduction(_results())
-    assert res.value == pytest.approx(20.0) and res.comparable and "nlp_headfix2_nowin-4222121" in res.computation
+def test_memory_reduction_under_the_cells_convention_with_every_convention_shown():
+    res = sap_memory_reduction(_results(), _cell("layerwise"))
+    assert res.value == pytest.approx(1.0) and res.comparable and "nlp_headfix2_nowin-1222121" in res.computation
+    assert "layerwise-streamed-pools 20.00x" in res.computation
+    streamed = sap_memory_reduction(_results(), _cell("layerwise-streamed-pools"))
+    assert streamed.value == pytest.approx(20.0, rel=1e-4) and "nlp_headfix2_nowin-4222121" in streamed.computation
 
 
 def test_claim_not_run_when_entries_lack_results():
     results = _results()
-    results.metrics["lip-4222121"] = {"status": "failed", "reason": "x"}
-    res = sap_imagenet_avg_gain(results)
+    results.metrics["lip-4222121"] = _record("lip-4222121", "full", None)
+    res = sap_imagenet_avg_gain(results, None)
     assert res.value is None and "lip-4222121" in res.reason
 
 

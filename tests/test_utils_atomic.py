@@ -54,3 +54,17 @@ def test_atomic_path_keeps_the_extension_for_writers_that_look_at_it(tmp_path):
 def test_only_whole_file_modes_are_accepted(tmp_path):
     with pytest.raises(ValueError, match="mode"), atomic_open(tmp_path / "x", "a"):
         pass
+
+
+def test_new_files_get_the_usual_permissions_and_replaced_files_keep_theirs(tmp_path):
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        path = write_text_atomic(tmp_path / "new.txt", "x")
+        assert path.stat().st_mode & 0o777 == 0o644
+        path.chmod(0o640)
+        write_text_atomic(path, "y")
+        assert path.stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(umask)

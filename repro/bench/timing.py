@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import torch
 
+from repro.utils import amp
+
 MEMORY_METHODS = {
     "cpu": "torch profiler memory view: peak of live bytes allocated by torch during one call, above the bytes live "
     "before it",
@@ -51,9 +53,7 @@ def set_threads(threads: int | None) -> int:
 
 def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
     """Mixed precision for the benchmarks: float16 on CUDA, bfloat16 on CPU; a no-op when not ``enabled``."""
-    if not enabled:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16)
+    return amp.autocast(device, enabled, "fp16")
 
 
 def _sync(device: torch.device) -> None:

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from repro.data.errors import DatasetError
+from repro.utils.atomic import atomic_directory
 
 META_FILE = "meta.json"
 FORMAT_VERSION = 1
@@ -70,19 +68,7 @@ def materialise(root: Path, name: str, options: Mapping[str, Any], write: Callab
     meta = {"name": name, "format_version": FORMAT_VERSION, **options}
     if read_meta(target) == meta:
         return target
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=root))
-    try:
+    with atomic_directory(target) as tmp:
         write(tmp)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        old = None
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{name}.old-", dir=root))
-            os.replace(target, old / name)
-        os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target

@@ -11,8 +11,7 @@ from repro.engine.evaluate import evaluate, evaluate_checkpoint
 from repro.engine.recipes import Recipe, get_recipe, list_recipes, register_recipe
 from repro.engine.schedule import lr_at, lr_table
 
-# The trainer lives in ``repro.engine.train`` (``from repro.engine.train import TrainConfig, train``); it is not
-# re-exported here so that ``python -m repro.engine.train`` runs the module without importing it twice.
+# The trainer lives in ``repro.engine.train`` (``from repro.engine.train import TrainConfig, train``).
 
 __all__ = [
     "NonFiniteLossError",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -11,13 +10,7 @@ import torch
 from torch import nn
 
 from repro.engine.distributed import DistContext, all_reduce_sum
-
-
-def autocast_context(device: torch.device, amp: bool) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA when ``amp``; a null context otherwise."""
-    if amp and device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+from repro.utils.amp import autocast
 
 
 @torch.no_grad()
@@ -45,7 +38,7 @@ def count_correct(
             if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             labels = labels.to(device, non_blocking=True)
-            with autocast_context(device, amp):
+            with autocast(device, amp):
                 logits = model(images)
             hits = logits.argmax(dim=1) == labels
             if max_samples is not None:
@@ -134,23 +127,3 @@ def evaluate_checkpoint(
         "epoch": int(saved["epoch"]),
         "checkpoint": str(path),
     }
-
-
-def cli_evaluate(checkpoint: str, *, out: str | None = None, **kwargs: Any) -> int:
-    """``repro evaluate``: print (and optionally write) the result; one-line errors, exit code 0 on success."""
-    import sys
-
-    from repro.data import DatasetError
-    from repro.engine.checkpoint import CheckpointError
-    from repro.utils.atomic import write_json_atomic
-
-    try:
-        result = evaluate_checkpoint(checkpoint, **kwargs)
-    except (CheckpointError, DatasetError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if out:
-        write_json_atomic(out, result)
-    where = f"{result['dataset']}/{result['split']}"
-    print(f"{result['arch']} on {where} (epoch {result['epoch']}): top1 {result['top1']:.4f}")
-    return 0

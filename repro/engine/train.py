@@ -1,4 +1,4 @@
-"""Classification training: :func:`train` (Python API) and :func:`main` (``python -m repro.engine.train`` / torchrun).
+"""Classification training: :func:`train` (Python API; ``repro train`` on the command line, also under torchrun).
 
 One run writes into ``out_dir``:
 
@@ -6,18 +6,19 @@ One run writes into ``out_dir``:
   continues from it and reproduces an uninterrupted run exactly on CPU;
 * ``best.pt`` — the weights of the epoch with the best test accuracy (what the SAP code keeps; quirk B7);
 * ``dvclive/`` — per-epoch ``train_loss``, ``train_acc``, ``test_acc`` (``val_acc``), ``lr``;
-* ``metrics.json`` — at the end: last-epoch and best-epoch test accuracy (and the test accuracy of the epoch chosen on
-  validation when ``val_split`` > 0), epochs, wall time, images/s, the full configuration, recipe and provenance.
+* ``metrics.json`` — at the end, a :class:`repro.records.RunRecord`: last-epoch and best-epoch test accuracy (and the
+  test accuracy of the epoch chosen on validation when ``val_split`` > 0), epochs, wall time, images/s, the full
+  configuration, recipe and provenance.
 
-Distributed: ``torchrun --nproc_per_node N -m repro.engine.train ...`` runs DDP (gloo on CPU, NCCL on CUDA); the
+Distributed: ``torchrun --nproc_per_node N -m repro.cli train ...`` runs DDP (gloo on CPU, NCCL on CUDA); the
 recipe's batch size is the global batch, split evenly over the processes; only rank 0 writes.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
+import json
 import logging
 import os
 import signal
@@ -25,8 +26,7 @@ import subprocess
 import sys
 import threading
 import time
-import typing
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,12 +59,14 @@ from repro.engine.errors import (
     TrainingInterruptedError,
     TrainingOOMError,
 )
-from repro.engine.evaluate import autocast_context, evaluate
+from repro.engine.evaluate import evaluate
 from repro.engine.loaders import build_loaders, shard_size
 from repro.engine.metrics_io import EpochLogger
 from repro.engine.recipes import Recipe, get_recipe
 from repro.engine.schedule import epochs_to_run, lr_at, set_lr
 from repro.engine.seed import seed_everything, set_deterministic
+from repro.records.runs import RunRecord
+from repro.utils.amp import autocast
 from repro.utils.atomic import write_json_atomic
 from repro.utils.provenance import provenance
 
@@ -92,6 +94,7 @@ RESUME_KEYS = (
     "placement",
     "strict",
     "num_classes",
+    "model_opts",
 )
 
 
@@ -154,6 +157,7 @@ class TrainConfig:
     placement: str | None = None
     strict: bool = False
     num_classes: int | None = None
+    model_opts: dict[str, Any] = dataclasses.field(default_factory=dict)
     stop_after_epochs: int | None = None
     progress: bool | None = None
 
@@ -172,6 +176,8 @@ class TrainConfig:
             raise TrainConfigError(f"lr must be > 0, got {self.lr}")
         if self.num_workers < 0:
             raise TrainConfigError(f"num_workers must be >= 0, got {self.num_workers}")
+        if not isinstance(self.model_opts, dict):
+            raise TrainConfigError(f"model_opts must be a mapping of build options, got {self.model_opts!r}")
 
     def resolved_recipe(self) -> Recipe:
         """The named recipe with this config's overrides applied."""
@@ -258,7 +264,7 @@ def _show_progress(config: TrainConfig, ctx: DistContext) -> bool:
 def _build_model(config: TrainConfig, num_classes: int) -> nn.Module:
     from repro.models import build_model
 
-    opts: dict[str, Any] = {}
+    opts: dict[str, Any] = dict(config.model_opts)
     if config.placement is not None:
         opts["placement"] = config.placement
     if config.strict:
@@ -497,7 +503,7 @@ class _Run:
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         labels = labels.to(device, non_blocking=True)
-        with autocast_context(device, self.amp):
+        with autocast(device, self.amp):
             logits, loss = classification_loss(self.model(images), labels, self.recipe.label_smoothing)
         finite, stop_requested = self._agree(loss, stop)
         if not finite:
@@ -656,7 +662,7 @@ class _Run:
                     return self._summary(complete=False)
         metrics = self._summary(complete=True)
         if self.ctx.is_main:
-            write_json_atomic(self.out / METRICS_NAME, metrics)
+            write_json_atomic(self.out / METRICS_NAME, RunRecord.from_dict(metrics, str(self.out)).to_dict())
         return metrics
 
     # -- results ----------------------------------------------------------------------------------------------------
@@ -668,10 +674,12 @@ class _Run:
         digests = gather_objects(param_digest(self.core), self.ctx)
         wall = self.elapsed_before + (time.perf_counter() - self.started)
         metrics: dict[str, Any] = {
+            "task": "classification",
             "complete": complete,
+            "accuracy": {"best": best["test_acc"], "last": last["test_acc"]},
+            "best_epoch": best["epoch"],
             "test_acc_last": last["test_acc"],
             "test_acc_best": best["test_acc"],
-            "best_epoch": best["epoch"],
             "train_loss_last": last["train_loss"],
             "train_acc_last": last["train_acc"],
         }
@@ -741,8 +749,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------------------------
 # command line (python -m repro.engine.train, torchrun)
 
-_FLAG_ALIASES = {"out_dir": ("--out", "--out-dir")}
-_HELP = {
+#: Help text of the :class:`TrainConfig` fields on the command line (``repro train --help``).
+FIELD_HELP = {
     "arch": "architecture name (SAP grammar such as resnet18-nlp-1222, or a registered model)",
     "recipe": "named recipe (see docs/training.md)",
     "dataset": "dataset name (default: the recipe's)",
@@ -753,44 +761,29 @@ _HELP = {
     "fix_b18": "correct the SAP evaluation-resize quirk B18 (default: faithful)",
     "stop_after_epochs": "stop this invocation after N epochs in total (resume later)",
     "val_split": "fraction of the training set held out for validation-based model selection",
+    "model_opts": 'model build options as JSON, e.g. \'{"rnn_cell": "lstm"}\'',
 }
+#: Flag of a field whose name differs from ``--<field-name>``.
+FLAG_NAMES = {"out_dir": "--out"}
 
 
-def _field_type(hint: Any) -> type:
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    return args[0] if args else hint
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """An argparse parser with one ``--option`` per :class:`TrainConfig` field (``--out`` for ``out_dir``)."""
-    parser = argparse.ArgumentParser(prog="python -m repro.engine.train", description=__doc__.split("\n\n")[0])
-    hints = typing.get_type_hints(TrainConfig)
-    for field in dataclasses.fields(TrainConfig):
-        flags = _FLAG_ALIASES.get(field.name, ("--" + field.name.replace("_", "-"),))
-        kind = _field_type(hints[field.name])
-        help_text = _HELP.get(field.name)
-        if kind is bool:
-            default = field.default
-            parser.add_argument(
-                *flags, dest=field.name, action=argparse.BooleanOptionalAction, default=default, help=help_text
-            )
-        elif field.default is dataclasses.MISSING:
-            parser.add_argument(*flags, dest=field.name, type=kind, required=True, help=help_text)
-        else:
-            parser.add_argument(*flags, dest=field.name, type=kind, default=field.default, help=help_text)
-    return parser
+def flag_for(name: str) -> str:
+    return FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
 
 
 def config_to_argv(config: TrainConfig) -> list[str]:
-    """The command-line arguments that :func:`build_parser` turns back into ``config``."""
+    """The ``repro train`` arguments that give back ``config`` (used to relaunch a run under torchrun)."""
     argv: list[str] = []
     for field in dataclasses.fields(TrainConfig):
         value = getattr(config, field.name)
         if value is None or (field.default is not dataclasses.MISSING and value == field.default):
             continue
-        flag = _FLAG_ALIASES.get(field.name, ("--" + field.name.replace("_", "-"),))[0]
+        flag = flag_for(field.name)
         if isinstance(value, bool):
             argv.append(flag if value else "--no-" + flag[2:])
+        elif isinstance(value, dict):
+            if value:
+                argv += [flag, json.dumps(value, sort_keys=True)]
         else:
             argv += [flag, str(value)]
     return argv
@@ -801,7 +794,7 @@ def launch(config: TrainConfig, nproc_per_node: int) -> int:
     if nproc_per_node <= 1:
         return run_and_report(config)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc_per_node}"]
-    cmd += ["-m", "repro.engine.train", *config_to_argv(config)]
+    cmd += ["-m", "repro.cli", "train", *config_to_argv(config)]
     return subprocess.call(cmd)
 
 
@@ -834,23 +827,13 @@ def run_and_report(config: TrainConfig) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None, nproc_per_node: int = 1) -> int:
-    """Parse ``argv`` (``sys.argv[1:]`` by default), train, and return the exit code.
-
-    ``nproc_per_node`` > 1 relaunches the same arguments under ``torch.distributed.run`` (what ``repro train
-    --nproc-per-node N`` does); under ``torchrun`` itself each process calls ``main`` with the default 1.
-    """
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    args = build_parser().parse_args(argv)
-    try:
-        config = TrainConfig(**vars(args))
-    except TrainConfigError as exc:
-        _print_error(exc)
-        return exc.exit_code
-    return launch(config, nproc_per_node)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
-
-__all__ = ["TrainConfig", "build_parser", "config_to_argv", "launch", "main", "param_digest", "train"]
+__all__ = [
+    "FIELD_HELP",
+    "TrainConfig",
+    "config_to_argv",
+    "flag_for",
+    "launch",
+    "param_digest",
+    "run_and_report",
+    "train",
+]

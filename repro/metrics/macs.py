@@ -1,4 +1,4 @@
-"""Multiply-accumulate (MAC, "MAdds") counting at the ATen level, attention included.
+"""Multiply-accumulate (MAC, "MAdds") formulas at the ATen level, attention included.
 
 :class:`MacCounter` is a dispatch mode: every ATen operation that reaches the kernels is counted with PyTorch's own
 FLOP formulas (``torch.utils.flop_counter``: convolutions, ``mm``/``addmm``/``bmm``/``baddbmm``, fused attention) and
@@ -20,15 +20,13 @@ Self-attention over N tokens of width E (one layer, any number of heads):
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import torch
-from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
-__all__ = ["MacCounter", "MacReport", "attention_macs", "count_macs", "op_macs"]
+__all__ = ["MacCounter", "attention_macs", "op_macs"]
 
 aten = torch.ops.aten
 
@@ -104,35 +102,3 @@ class MacCounter(TorchDispatchMode):
             self.by_op[str(func._overloadpacket)] += macs
             self.by_scope[self.scope() if self.scope is not None else None] += macs
         return out
-
-
-@dataclass(frozen=True)
-class MacReport:
-    """MACs of one forward pass at batch 1."""
-
-    total: int
-    attention: int  # part of ``total`` spent in self-attention (projections, scores, weighted sum)
-    by_module: dict[str, int]  # inclusive MACs per module name
-
-    @property
-    def gmacs(self) -> float:
-        return self.total / 1e9
-
-
-def _is_attention(module: nn.Module) -> bool:
-    return isinstance(module, nn.MultiheadAttention) or hasattr(module, "multihead_attn")
-
-
-def mac_report(trace) -> MacReport:
-    """:class:`MacReport` of a :class:`repro.metrics.memory.ModelTrace` (batch 1)."""
-    batch = trace.input_shape[0]
-    attention = sum(c.macs for c in trace.calls if _is_attention(c.module))
-    by_module = {name: macs // batch for name, macs in trace.inclusive_macs().items()}
-    return MacReport(trace.macs // batch, attention // batch, by_module)
-
-
-def count_macs(model: nn.Module, image_size: int | Sequence[int], *, in_channels: int | None = None) -> MacReport:
-    """MACs of ``model`` on one ``image_size`` image (meta-device models are counted without computing)."""
-    from repro.metrics.memory import trace_model
-
-    return mac_report(trace_model(model, image_size, in_channels=in_channels))

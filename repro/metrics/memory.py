@@ -1,10 +1,10 @@
-"""Analytic peak activation memory of a model, from a trace of the real ``nn.Module`` graph.
+"""Analytic peak activation memory of a model under a convention, from a trace of its real ``nn.Module`` graph.
 
-:func:`trace_model` runs one forward pass (on the ``meta`` device when the model lives there: shapes only, no memory)
-and records every module call, every free tensor operation executed between module calls (residual adds,
-concatenations, reshapes, ...), which tensor storage each of them reads and writes, and the multiply-accumulates of
-every ATen operation (:mod:`repro.metrics.macs`). :func:`peak_memory` turns the trace into the peak memory of a
-*convention* (docs/profiling.md defines them precisely):
+:func:`repro.metrics.trace.trace_model` runs one forward pass (on the ``meta`` device when the model lives there:
+shapes only, no memory) and records every module call, every free tensor operation executed between module calls
+(residual adds, concatenations, reshapes, ...), which tensor storage each of them reads and writes, and the
+multiply-accumulates of every ATen operation (:mod:`repro.metrics.macs`). :func:`peak_memory` turns the trace into
+the peak memory of a *convention* (docs/profiling.md defines them precisely):
 
 ``layerwise``
     RNNPool App. E.2 / Chowdhery et al.: blocks run one after another; an MBConv holds its input + output (the
@@ -37,493 +37,24 @@ torchvision/timm-style blocks (``InvertedResidual``, ``MBConv``, ``BasicBlock``,
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
 
-import torch
 from torch import nn
-from torch.overrides import TorchFunctionMode
-from torch.utils._python_dispatch import TorchDispatchMode
 
-__all__ = [
-    "BYTES_PER_ELEMENT",
-    "CONVENTIONS",
-    "MEMORY_RULES",
-    "MemoryEvent",
-    "MemoryReport",
-    "ModelTrace",
-    "bytes_per_element",
-    "format_bytes",
-    "memory_rule_for",
-    "patch_recompute_memory",
-    "peak_memory",
-    "register_memory_rule",
-    "trace_model",
-]
-
-CONVENTIONS: tuple[str, ...] = (
-    "layerwise",
-    "largest-map",
-    "io-sum",
-    "liveness",
-    "patch-recompute",
-    "layerwise-streamed-pools",
+from repro.metrics.memory_rules import (
+    ELEMENTWISE_LAYERS,
+    LOCAL_LAYERS,
+    POOL_LAYERS,
+    bytes_per_element,
+    memory_rule_for,
 )
-BYTES_PER_ELEMENT: dict[str, int] = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
-#: Block rules. ``plain``: max(in, out); ``mbconv``: in + out; ``residual``: max(in, out); ``inception``: in + the 3
-#: smallest branch outputs; ``dense``: out; ``stream``: its stored input + out (the layers feeding it are computed
-#: on the fly, so the maps between are never stored); ``channel_pool``: out (the
-#: k·C input map is virtual); ``decompose``: not a block, look inside.
-MEMORY_RULES: tuple[str, ...] = (
-    "plain",
-    "mbconv",
-    "residual",
-    "inception",
-    "dense",
-    "stream",
-    "channel_pool",
-    "decompose",
-)
+from repro.metrics.trace import Call, ModelTrace, Storage, trace_model
+from repro.records.profile import MEMORY_CONVENTIONS as CONVENTIONS
 
-_CLASS_RULES: dict[type, str] = {}
-# Block classes of torchvision, timm and this package, recognised by name so that no import is needed.
-_NAME_RULES: dict[str, str] = {
-    "InvertedResidual": "mbconv",  # torchvision / repro MobileNetV2, EdgeML
-    "MBConv": "mbconv",  # torchvision EfficientNet
-    "MobileNetV3Block": "mbconv",  # repro MobileNetV3
-    "DepthwiseSeparableConv": "mbconv",  # timm
-    "BasicBlock": "residual",
-    "Bottleneck": "residual",
-    "Inception": "inception",  # torchvision GoogLeNet
-    "_DenseBlock": "dense",  # torchvision DenseNet
-    "DenseBlock": "dense",
-    # ReNet: the column sweep reads non-overlapping patches computed on the fly, the row sweep overwrites the
-    # column-sweep map row by row, so only an output-sized map is held (RNNPool Table 3 gives ReNet the RNNPool RAM).
-    "ReNet2d": "stream",
-}
-# Layers through which "computed on the fly" propagates backwards from a streaming consumer (spatially local ops).
-_LOCAL_LAYERS: tuple[type, ...] = (
-    nn.modules.conv._ConvNd,
-    nn.modules.batchnorm._BatchNorm,
-    nn.GroupNorm,
-    nn.ReLU,
-    nn.ReLU6,
-    nn.LeakyReLU,
-    nn.PReLU,
-    nn.ELU,
-    nn.SiLU,
-    nn.GELU,
-    nn.Sigmoid,
-    nn.Tanh,
-    nn.Hardswish,
-    nn.Hardsigmoid,
-    nn.Hardtanh,
-    nn.Identity,
-    nn.Dropout,
-    nn.MaxPool2d,
-    nn.AvgPool2d,
-    nn.ZeroPad2d,
-    nn.ReplicationPad2d,
-    nn.ConstantPad2d,
-)
-# Same-shape element-wise layers through which a virtual (cross-channel pooled) map propagates backwards.
-_ELEMENTWISE_LAYERS: tuple[type, ...] = tuple(
-    t for t in _LOCAL_LAYERS if t not in (nn.modules.conv._ConvNd, nn.MaxPool2d, nn.AvgPool2d, nn.ZeroPad2d)
-)
-_POOL_LAYERS: tuple[type, ...] = (
-    nn.MaxPool2d,
-    nn.AvgPool2d,
-    nn.LPPool2d,
-    nn.AdaptiveAvgPool2d,
-    nn.AdaptiveMaxPool2d,
-    nn.FractionalMaxPool2d,
-)
-
-
-def register_memory_rule(cls: type, rule: str) -> type:
-    """Declare how a block class is accounted for (one of :data:`MEMORY_RULES`); returns ``cls`` (decorator-friendly).
-
-    Example: ``register_memory_rule(MyMBConv, "mbconv")``. A class can also set ``memory_rule = "mbconv"``.
-    """
-    _check_rule(rule, f"register_memory_rule({cls.__name__})")
-    _CLASS_RULES[cls] = rule
-    return cls
-
-
-def _check_rule(rule: str, where: str) -> str:
-    if rule not in MEMORY_RULES:
-        raise ValueError(f"{where}: unknown memory rule {rule!r}; valid rules: {', '.join(MEMORY_RULES)}")
-    return rule
-
-
-def memory_rule_for(module: nn.Module) -> str | None:
-    """The block rule of ``module`` under ``layerwise``, or None for an ordinary layer/container."""
-    mro = type(module).__mro__
-    for klass in mro:
-        if klass in _CLASS_RULES:
-            return _CLASS_RULES[klass]
-    declared = getattr(module, "memory_rule", None)
-    if isinstance(declared, str):
-        return _check_rule(declared, f"{type(module).__name__}.memory_rule")
-    if getattr(module, "streams_patches", False):
-        return "stream"
-    if getattr(module, "virtual_input_channels_factor", None):
-        return "channel_pool"
-    for klass in mro:
-        if klass.__name__ in _NAME_RULES:
-            return _NAME_RULES[klass.__name__]
-    return None
-
-
-def bytes_per_element(dtype: str | int) -> int:
-    """4 for ``'fp32'``, 1 for ``'int8'`` (2 for fp16/bf16); an int is taken as is."""
-    if isinstance(dtype, int) and dtype > 0:
-        return dtype
-    if dtype not in BYTES_PER_ELEMENT:
-        raise ValueError(f"unknown dtype {dtype!r}; valid choices: {', '.join(BYTES_PER_ELEMENT)}")
-    return BYTES_PER_ELEMENT[dtype]
-
-
-def format_bytes(num_bytes: float, unit: str = "MB", digits: int = 2) -> str:
-    """``num_bytes`` in binary units as the RNNPool paper prints them: MB = 2^20 bytes, KB = 2^10 bytes."""
-    scale = {"B": 1, "KB": 2**10, "MB": 2**20, "GB": 2**30}
-    if unit not in scale:
-        raise ValueError(f"unknown unit {unit!r}; valid: {', '.join(scale)}")
-    return f"{num_bytes / scale[unit]:.{digits}f} {unit}"
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Tracing
-# --------------------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Storage:
-    """One tensor storage seen during the trace (views and in-place results share it)."""
-
-    key: int
-    numel: int
-    shape: tuple[int, ...]
-    is_float: bool
-
-
-@dataclass
-class Call:
-    """One module call: its storages read/written and, in order, the child calls and free ops run directly inside."""
-
-    index: int
-    name: str
-    module: nn.Module
-    parent: int | None
-    inputs: tuple[int, ...] = ()
-    outputs: tuple[int, ...] = ()
-    items: list[tuple[str, int]] = field(default_factory=list)  # ("call" | "op", index)
-    macs: int = 0  # MACs of the ATen ops executed while this call was the innermost one
-
-
-@dataclass
-class Op:
-    """A tensor operation executed inside a module's forward but outside any child module (e.g. a residual add)."""
-
-    index: int
-    name: str
-    parent: int
-    inputs: tuple[int, ...]
-    outputs: tuple[int, ...]
-
-
-@dataclass
-class ModelTrace:
-    """What one forward pass did, at the granularity of module calls and free operations."""
-
-    calls: list[Call]
-    ops: list[Op]
-    storages: dict[int, Storage]
-    input_keys: tuple[int, ...]
-    output_keys: tuple[int, ...]
-    input_shape: tuple[int, ...]
-    device: str
-
-    @property
-    def root(self) -> Call:
-        return self.calls[0]
-
-    @property
-    def macs(self) -> int:
-        return sum(c.macs for c in self.calls)
-
-    def inclusive_macs(self) -> dict[str, int]:
-        """MACs per module name, children included (a module called twice accumulates)."""
-        total = [c.macs for c in self.calls]
-        for call in reversed(self.calls):
-            if call.parent is not None:
-                total[call.parent] += total[call.index]
-        out: dict[str, int] = defaultdict(int)
-        for call in self.calls:
-            out[call.name] += total[call.index]
-        return dict(out)
-
-    def activation_numel(self, key: int) -> int:
-        storage = self.storages.get(key)
-        return storage.numel if storage is not None and storage.is_float else 0
-
-
-class _Recorder:
-    def __init__(self, model: nn.Module) -> None:
-        self.names = {m: n for n, m in model.named_modules(remove_duplicate=False)}
-        self.param_keys = {_storage_key(t) for t in [*model.parameters(), *model.buffers()]}
-        self.calls: list[Call] = []
-        self.ops: list[Op] = []
-        self.stack: list[int] = []
-        self.storages: dict[int, Storage] = {}
-        self.keep: list[torch.Tensor] = []  # keeps storages alive so that their keys stay unique
-        self.busy = False
-
-    def keys(self, obj: Any) -> tuple[int, ...]:
-        out: list[int] = []
-        for t in _tensors(obj):
-            key = _storage_key(t)
-            if key in self.param_keys:
-                continue
-            if key not in self.storages:
-                numel = t.untyped_storage().nbytes() // max(t.element_size(), 1)
-                self.storages[key] = Storage(key, numel, tuple(t.shape), t.is_floating_point() or t.is_complex())
-                self.keep.append(t)
-            if key not in out:
-                out.append(key)
-        return tuple(out)
-
-    def pre_hook(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
-        self.busy = True
-        try:
-            parent = self.stack[-1] if self.stack else None
-            call = Call(len(self.calls), self.names.get(module, type(module).__name__), module, parent)
-            call.inputs = self.keys((args, kwargs))
-            if parent is not None:
-                self.calls[parent].items.append(("call", call.index))
-            self.calls.append(call)
-            self.stack.append(call.index)
-        finally:
-            self.busy = False
-
-    def post_hook(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
-        self.busy = True
-        try:
-            index = self.stack.pop()
-            self.calls[index].outputs = self.keys(output)
-        finally:
-            self.busy = False
-
-    def record_op(self, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
-        if self.busy or not self.stack:
-            return
-        self.busy = True
-        try:
-            outputs = self.keys(out)
-            if not outputs:
-                return
-            op = Op(
-                len(self.ops), getattr(func, "__name__", str(func)), self.stack[-1], self.keys((args, kwargs)), outputs
-            )
-            self.ops.append(op)
-            self.calls[op.parent].items.append(("op", op.index))
-        finally:
-            self.busy = False
-
-    def current(self) -> int | None:
-        return self.stack[-1] if self.stack else None
-
-
-class _OpMode(TorchFunctionMode):
-    def __init__(self, recorder: _Recorder) -> None:
-        super().__init__()
-        self.recorder = recorder
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        self.recorder.record_op(func, args, kwargs, out)
-        return out
-
-
-_NON_FLOAT_RESULTS = frozenset(
-    [
-        "eq",
-        "ne",
-        "lt",
-        "le",
-        "gt",
-        "ge",
-        "logical_and",
-        "logical_or",
-        "logical_xor",
-        "logical_not",
-        "isnan",
-        "isinf",
-        "isfinite",
-        "isposinf",
-        "isneginf",
-        "signbit",
-        "bitwise_and",
-        "bitwise_or",
-        "bitwise_xor",
-        "bitwise_not",
-    ]
-)
-
-
-class _FastMeta(TorchDispatchMode):
-    """Shape-only shortcuts on the meta device for point-wise ops and batch norm, whose meta kernels are slow Python
-    decompositions. Results have the shapes and dtypes the kernels would give, so the trace is unchanged (point-wise
-    ops carry no MACs)."""
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        first = args[0] if args else None
-        if isinstance(first, torch.Tensor) and first.device.type == "meta" and torch.Tag.pointwise in func.tags:
-            if torch.Tag.inplace in func.tags:
-                return first
-            tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
-            if (
-                "out" not in kwargs
-                and len(func._schema.returns) == 1
-                and func._schema.name.split("::")[-1] not in _NON_FLOAT_RESULTS
-                and first.is_floating_point()
-                and all(t.dtype == first.dtype and t.device.type == "meta" for t in tensors)
-            ):
-                return torch.empty(
-                    torch.broadcast_shapes(*(t.shape for t in tensors)), dtype=first.dtype, device="meta"
-                )
-        if func is torch.ops.aten.convolution.default and first.is_meta and not args[6] and first.dim() == 4:
-            return _conv_meta(*args)
-        shape = _matmul_like_shape(func, args) if isinstance(first, torch.Tensor) and first.is_meta else None
-        if shape is not None and not kwargs:
-            return first.new_empty(shape)
-        if func is torch.ops.aten.native_batch_norm.default and isinstance(first, torch.Tensor) and first.is_meta:
-            stats = first.new_empty((first.shape[1] if first.dim() > 1 else first.shape[0],))
-            return torch.empty_like(first), stats, stats.clone()
-        return func(*args, **kwargs)
-
-
-_aten = torch.ops.aten
-_SAME_SHAPE_OPS = (_aten._safe_softmax.default, _aten._softmax.default, _aten._log_softmax.default)
-
-
-def _matmul_like_shape(func, args) -> tuple[int, ...] | None:
-    """Output shape of 2-d/batched matrix products and softmax (whose meta kernels are slow), else None."""
-    if func in _SAME_SHAPE_OPS:
-        return tuple(args[0].shape)
-    if func is _aten.mm.default and args[0].dim() == 2 and args[1].dim() == 2:
-        return args[0].shape[0], args[1].shape[1]
-    if func is _aten.addmm.default and args[1].dim() == 2 and args[2].dim() == 2:
-        return args[1].shape[0], args[2].shape[1]
-    if func is _aten.bmm.default and args[0].dim() == 3 and args[1].dim() == 3:
-        return args[0].shape[0], args[0].shape[1], args[1].shape[2]
-    if func is _aten.baddbmm.default and args[1].dim() == 3 and args[2].dim() == 3:
-        return args[1].shape[0], args[1].shape[1], args[2].shape[2]
-    return None
-
-
-def _conv_meta(x, weight, bias, stride, padding, dilation, transposed, output_padding, groups) -> torch.Tensor:
-    """Output of a (non-transposed) 2-d convolution on the meta device, from the shape formula."""
-    sides = [
-        (size + 2 * pad - dil * (k - 1) - 1) // st + 1
-        for size, k, st, pad, dil in zip(x.shape[2:], weight.shape[2:], stride, padding, dilation)
-    ]
-    return x.new_empty((x.shape[0], weight.shape[0], *sides))
-
-
-def _tensors(obj: Any) -> Iterable[torch.Tensor]:
-    """The tensors inside nested tuples/lists/dicts (a lighter tree_flatten)."""
-    if isinstance(obj, torch.Tensor):
-        yield obj
-    elif isinstance(obj, (tuple, list)):
-        for item in obj:
-            yield from _tensors(item)
-    elif isinstance(obj, dict):
-        for item in obj.values():
-            yield from _tensors(item)
-
-
-def _storage_key(t: torch.Tensor) -> int:
-    return t.untyped_storage()._cdata
-
-
-def _input_shape(model: nn.Module, image_size: int | Sequence[int], batch_size: int, in_channels: int | None):
-    if isinstance(image_size, int):
-        h = w = image_size
-    else:
-        h, w = (int(v) for v in image_size)
-    if in_channels is None:  # the first layer (in registration order) that declares its input width
-        first = next((m for m in model.modules() if isinstance(getattr(m, "in_channels", None), int)), None)
-        in_channels = first.in_channels if first is not None else 3
-    return (batch_size, in_channels, h, w)
-
-
-def model_device(model: nn.Module) -> torch.device:
-    tensor = next(iter([*model.parameters(), *model.buffers()]), None)
-    return tensor.device if tensor is not None else torch.device("cpu")
-
-
-def trace_model(
-    model: nn.Module,
-    image_size: int | Sequence[int],
-    *,
-    batch_size: int = 1,
-    in_channels: int | None = None,
-) -> ModelTrace:
-    """Run ``model`` once in eval mode on a (batch_size, C, H, W) input on the model's device and record the graph.
-
-    Build the model on the ``meta`` device (``with torch.device('meta'): build_model(...)``) to trace without
-    computing anything; a model on the CPU is run for real (batch 1). The model's train/eval mode is restored.
-    """
-    from repro.layers.nlp import architecture_ops
-    from repro.metrics.macs import MacCounter
-
-    device = model_device(model)
-    shape = _input_shape(model, image_size, batch_size, in_channels)
-    x = torch.zeros(shape, device=device) if device.type != "meta" else torch.empty(shape, device=device)
-    recorder = _Recorder(model)
-    handles = []
-    for module in model.modules():
-        handles.append(module.register_forward_pre_hook(recorder.pre_hook, with_kwargs=True))
-        handles.append(module.register_forward_hook(recorder.post_hook, with_kwargs=True, always_call=True))
-    was_training = model.training
-    fastpath = torch.backends.mha.get_fastpath_enabled()
-    model.eval()
-    torch.backends.mha.set_fastpath_enabled(False)  # the fused MHA kernel has no MAC formula; the unfused path has
-    counter = MacCounter(scope=recorder.current)
-    fast_meta = _FastMeta() if device.type == "meta" else contextlib.nullcontext()
-    try:
-        with torch.no_grad(), architecture_ops(), fast_meta, counter, _OpMode(recorder):
-            out = model(x)
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
-        torch.backends.mha.set_fastpath_enabled(fastpath)
-    for scope, macs in counter.by_scope.items():
-        if scope is not None:
-            recorder.calls[scope].macs += macs
-    input_keys = recorder.keys(x)
-    return ModelTrace(
-        calls=recorder.calls,
-        ops=recorder.ops,
-        storages=recorder.storages,
-        input_keys=input_keys,
-        output_keys=recorder.keys(out),
-        input_shape=tuple(shape),
-        device=device.type,
-    )
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Steps ("units") of a convention
-# --------------------------------------------------------------------------------------------------------------------
+__all__ = ["CONVENTIONS", "MemoryEvent", "MemoryReport", "peak_memory"]
 
 
 @dataclass
@@ -538,7 +69,7 @@ class _Unit:
     stream: str | None = None  # "patch" (RNNPool-like) or "pixel" (global pooling) for streaming consumers
 
 
-def _units(trace: ModelTrace, use_rules: bool, stream_pools: bool = False) -> list[_Unit]:
+def trace_steps(trace: ModelTrace, use_rules: bool, stream_pools: bool = False) -> list[_Unit]:
     """Flatten the call tree into the sequence of steps a convention accounts for."""
     units: list[_Unit] = []
 
@@ -642,15 +173,15 @@ def _is_pointwise_layer(unit: _Unit) -> bool:
         return unit.op in _POINTWISE_OPS
     if isinstance(module, nn.modules.conv._ConvNd):
         return all(k == 1 for k in module.kernel_size) and all(s == 1 for s in module.stride)
-    return isinstance(module, _ELEMENTWISE_LAYERS)
+    return isinstance(module, ELEMENTWISE_LAYERS)
 
 
 def _is_local_layer(unit: _Unit) -> bool:
-    return _is_pointwise_layer(unit) or isinstance(unit.module, _LOCAL_LAYERS)
+    return _is_pointwise_layer(unit) or isinstance(unit.module, LOCAL_LAYERS)
 
 
 def _is_pool_module(module: nn.Module, name: str) -> bool:
-    if isinstance(module, _POOL_LAYERS) or getattr(module, "streams_patches", False):
+    if isinstance(module, POOL_LAYERS) or getattr(module, "streams_patches", False):
         return True
     if getattr(module, "virtual_input_channels_factor", None):
         return True
@@ -679,11 +210,6 @@ def _branch_outputs(trace: ModelTrace, call: Call) -> tuple[int, ...]:
         if child is not None and set(child.inputs) & set(call.inputs):
             branches.extend(child.outputs)
     return tuple(branches)
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Conventions
-# --------------------------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -851,24 +377,24 @@ def _effective_sizes(acc: _Accounting) -> dict[int, int]:
             # every other consumer must be an element-wise layer working in place on it or writing a reduced map
             others = [j for j in acc.consumers[key] if j != i]
             if any(
-                not isinstance(acc.units[j].module, _ELEMENTWISE_LAYERS)
+                not isinstance(acc.units[j].module, ELEMENTWISE_LAYERS)
                 or not all(k == key or k in sizes for k in acc.units[j].outputs)
                 for j in others
             ):
                 continue
             sizes[key] = acc.trace.activation_numel(key) // int(factor)
             producer = acc.producer(key)
-            if producer is not None and isinstance(acc.units[producer].module, _ELEMENTWISE_LAYERS):
+            if producer is not None and isinstance(acc.units[producer].module, ELEMENTWISE_LAYERS):
                 prev = acc.units[producer].inputs
                 if len(prev) == 1 and acc.consumers[prev[0]] == [producer]:
                     stack.append(prev[0])
     return sizes
 
 
-def _layerwise_events(
+def layerwise_events(
     trace: ModelTrace, stream_pools: bool = False
 ) -> tuple[list[MemoryEvent], dict[int, int], _Accounting]:
-    units = _units(trace, use_rules=True, stream_pools=stream_pools)
+    units = trace_steps(trace, use_rules=True, stream_pools=stream_pools)
     acc = _Accounting(trace, units)
     virtual, chains = _virtual_storages(acc)
     streamed_steps = set().union(*chains.values()) if chains else set()
@@ -927,7 +453,7 @@ def _event_detail(trace, rule, dying, new, held, size, branches) -> str:
 
 
 def _naive_events(trace: ModelTrace, keep_alive: bool) -> list[MemoryEvent]:
-    units = _units(trace, use_rules=False)
+    units = trace_steps(trace, use_rules=False)
     acc = _Accounting(trace, units)
     size = trace.activation_numel
     events = []
@@ -950,7 +476,7 @@ def _naive_events(trace: ModelTrace, keep_alive: bool) -> list[MemoryEvent]:
 
 
 def _largest_map_events(trace: ModelTrace) -> list[MemoryEvent]:
-    _, sizes, acc = _layerwise_events(trace)
+    _, sizes, acc = layerwise_events(trace)
     out = []
     for i, unit in enumerate(acc.units):
         new = [k for k in acc.new_outputs(i) if sizes.get(k, 0) > 0]
@@ -960,7 +486,7 @@ def _largest_map_events(trace: ModelTrace) -> list[MemoryEvent]:
     return out
 
 
-def _report(convention: str, events: list[MemoryEvent], bpe: int) -> MemoryReport:
+def events_report(convention: str, events: list[MemoryEvent], bpe: int) -> MemoryReport:
     if not events:
         return MemoryReport(convention, bpe, 0, "-", "no activation", ())
     peak = max(events, key=lambda e: e.elements)
@@ -972,13 +498,11 @@ def peak_memory(
     image_size: int | Sequence[int] | None = None,
     convention: str = "layerwise",
     dtype: str | int = "fp32",
-    *,
-    budget_bytes: int | None = None,
 ) -> MemoryReport:
     """Peak activation memory under ``convention`` (see the module docstring) in ``dtype`` elements.
 
-    ``model_or_trace`` is a model (then ``image_size`` is required) or a :class:`ModelTrace`. ``budget_bytes`` is the
-    memory target of ``patch-recompute`` (the RNNPool model's ``layerwise`` peak, in bytes of the same dtype).
+    ``model_or_trace`` is a model (then ``image_size`` is required) or a :class:`ModelTrace`. ``patch-recompute`` needs
+    a memory budget: :func:`repro.metrics.recompute.patch_recompute_memory`.
     """
     if convention not in CONVENTIONS:
         raise ValueError(f"unknown memory convention {convention!r}; valid choices: {', '.join(CONVENTIONS)}")
@@ -989,115 +513,16 @@ def peak_memory(
             raise ValueError("peak_memory(model, ...) needs image_size (an int or (height, width))")
         trace = trace_model(model_or_trace, image_size)
     if convention == "layerwise":
-        return _report(convention, _layerwise_events(trace)[0], bpe)
+        return events_report(convention, layerwise_events(trace)[0], bpe)
     if convention == "layerwise-streamed-pools":
-        return _report(convention, _layerwise_events(trace, stream_pools=True)[0], bpe)
+        return events_report(convention, layerwise_events(trace, stream_pools=True)[0], bpe)
     if convention == "largest-map":
-        return _report(convention, _largest_map_events(trace), bpe)
+        return events_report(convention, _largest_map_events(trace), bpe)
     if convention == "io-sum":
-        return _report(convention, _naive_events(trace, keep_alive=False), bpe)
+        return events_report(convention, _naive_events(trace, keep_alive=False), bpe)
     if convention == "liveness":
-        return _report(convention, _naive_events(trace, keep_alive=True), bpe)
-    if budget_bytes is None:
-        raise ValueError(
-            "convention 'patch-recompute' needs budget_bytes: the layerwise peak (in bytes) that the recomputed "
-            "base model must reach, e.g. that of its RNNPool version"
-        )
-    return patch_recompute_memory(trace, budget_bytes, dtype).report
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# patch-recompute (RNNPool Table 1, "Memory Optimised", App. E.3)
-# --------------------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RecomputeResult:
-    """Peak memory and MACs of the base network with its first steps recomputed patch by patch."""
-
-    report: MemoryReport
-    cut_after: str  # the last step whose output (Activation-A) is rebuilt patch by patch
-    macs: int  # base MACs + recomputation
-    extra_macs: int
-
-
-def patch_recompute_memory(
-    trace: ModelTrace, budget_bytes: int, dtype: str | int = "fp32", *, recompute_until: str | None = None
-) -> RecomputeResult:
-    """App. E.3 read as an algorithm (docs/profiling.md): choose the cut (Activation-A) after which the ``layerwise``
-    peak of the remaining steps is smallest while still >= ``budget_bytes``; everything up to the cut is rebuilt one
-    output pixel at a time from its receptive field of the input image, which adds MACs.
-
-    The peak counts only the steps after the cut (the patch buffers are ignored, as in the paper).
-    """
-    bpe = bytes_per_element(dtype)
-    events = _layerwise_events(trace)[0]
-    if not events:
-        raise ValueError("the model has no activation steps to recompute")
-    budget = math.ceil(budget_bytes / bpe)
-    suffix_max = [0] * (len(events) + 1)
-    for i in range(len(events) - 1, -1, -1):
-        suffix_max[i] = max(events[i].elements, suffix_max[i + 1])
-    limit = len(events) - 1
-    if recompute_until is not None:
-        matches = [
-            i for i, e in enumerate(events) if e.step == recompute_until or e.step.startswith(recompute_until + ".")
-        ]
-        if not matches:
-            raise ValueError(f"recompute_until={recompute_until!r} names no step of the model")
-        limit = matches[-1]
-    best = None  # the smallest remaining peak >= budget; the earliest such cut (least recomputation) on ties
-    for cut in range(limit + 1):  # steps 0..cut are recomputed
-        peak = suffix_max[cut + 1]
-        if peak >= budget and (best is None or peak < suffix_max[best + 1]):
-            best = cut
-    if best is None:  # nothing reaches the budget: recompute nothing
-        report = _report("patch-recompute", events, bpe)
-        return RecomputeResult(report, "-", trace.macs, 0)
-    rest = events[best + 1 :]
-    report = _report("patch-recompute", rest, bpe)
-    extra = _recompute_macs(trace, events[best].step)
-    return RecomputeResult(report, events[best].step, trace.macs + extra, extra)
-
-
-def _recompute_macs(trace: ModelTrace, cut_step: str) -> int:
-    """Extra MACs to rebuild the map after ``cut_step`` one pixel at a time: every layer before the cut is evaluated
-    over the receptive field of one output pixel, for every output pixel (no reuse between neighbours).
-
-    The layers are taken as a chain in execution order (the receptive field grows through every conv and pool; the
-    parallel branches of a block are not told apart), which slightly overestimates the field of branched blocks."""
-    leaves = _units(trace, use_rules=False)
-    names = [u.name for u in leaves]
-    # the last leaf that belongs to the cut step (a block or a layer)
-    last = max((i for i, n in enumerate(names) if n == cut_step or n.startswith(cut_step + ".")), default=None)
-    if last is None:
-        return 0
-    call_macs = {c.name: c.macs for c in trace.calls}
-    out_key = leaves[last].outputs[0] if leaves[last].outputs else None
-    out_shape = trace.storages[out_key].shape if out_key is not None else ()
-    if len(out_shape) != 4:
-        return 0
-    pixels = out_shape[2] * out_shape[3]
-    region = 1  # side of the region needed at the output of the current layer, per output pixel of Activation-A
-    per_pixel = 0.0
-    for unit in reversed(leaves[: last + 1]):
-        module = unit.module
-        key = unit.outputs[0] if unit.outputs else None
-        shape = trace.storages[key].shape if key is not None else ()
-        macs = call_macs.get(unit.name, 0)
-        if len(shape) == 4 and macs:
-            per_pixel += macs / (shape[2] * shape[3]) * min(region, shape[2]) * min(region, shape[3])
-        kernel, stride = _kernel_stride(module)
-        region = (region - 1) * stride + kernel
-    base = sum(call_macs.get(u.name, 0) for u in leaves[: last + 1])
-    return max(round(per_pixel * pixels) - base, 0)
-
-
-def _kernel_stride(module: nn.Module | None) -> tuple[int, int]:
-    if isinstance(module, nn.modules.conv._ConvNd):
-        k = module.kernel_size[0] + (module.kernel_size[0] - 1) * (module.dilation[0] - 1)
-        return k, module.stride[0]
-    if isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
-        k, s = module.kernel_size, module.stride
-        return (k if isinstance(k, int) else k[0]), (s if isinstance(s, int) else s[0])
-    return 1, 1
+        return events_report(convention, _naive_events(trace, keep_alive=True), bpe)
+    raise ValueError(
+        "convention 'patch-recompute' needs a budget (the layerwise peak the recomputed base model must reach, e.g. "
+        "that of its RNNPool version): use repro.metrics.recompute.patch_recompute_memory(trace, budget_bytes)"
+    )

@@ -188,14 +188,14 @@ def decode_yolo(
     return results
 
 
-@register_model("tiny_yolov2_face", family="condensation")
+@register_model("tiny_yolov2_face", family="condensation", image_size=416)
 def tiny_yolov2_face(num_classes: int = 1, **opts) -> TinyYOLOv2:
     """Tiny-YOLOv2 face detector (the Condensation-Net baseline), one class."""
     face_classes(num_classes)
     return TinyYOLOv2(1, **opts)
 
 
-@register_model("condensation_tiny_yolov2_face", family="condensation")
+@register_model("condensation_tiny_yolov2_face", family="condensation", image_size=416)
 def condensation_tiny_yolov2_face(num_classes: int = 1, cross_channel: str = "max", k: int = 2, **opts) -> TinyYOLOv2:
     """Condensation-Net face detector (our reading): Tiny-YOLOv2, cross-channel pooling (k = 2) after each 3x3 conv."""
     face_classes(num_classes)

@@ -237,7 +237,7 @@ def _face_c_spec(hidden: int, first_expansion: int) -> list[tuple]:
             ("mb", 6, 160, 2, 2), ("mb", 6, 320, 1, 2)]  # fmt: skip
 
 
-@register_model("rnnpool_face_c", family="face_detection")
+@register_model("rnnpool_face_c", family="face_detection", image_size=(480, 640))
 def rnnpool_face_c(num_classes: int = 2, hidden: int = 16, first_expansion: int = 1, **opts) -> S3FDDetector:
     """RNNPool-Face-C (Table 11; EdgeML ``RPool_Face_C``): RNNPool on the image -> 160 x 120 x 64 -> MBConv stacks.
 
@@ -247,7 +247,7 @@ def rnnpool_face_c(num_classes: int = 2, hidden: int = 16, first_expansion: int 
     return _detector(_face_c_spec(hidden, first_expansion), (1, 2, 3, 4, 5, 6), num_classes=num_classes, **opts)
 
 
-@register_model("rnnpool_face_b", family="face_detection")
+@register_model("rnnpool_face_b", family="face_detection", image_size=(480, 640))
 def rnnpool_face_b(num_classes: int = 2, hidden: int = 6, **opts) -> S3FDDetector:
     """RNNPool-Face-B (Table 12): RNNPool (h = 6) -> 160 x 120 x 24 -> 3x3 convs -> MBConv stacks."""
     spec = [("rnnpool", hidden), ("conv", 24, 4, 1), ("conv", 96, 1, 2), ("conv", 32, 1, 1, 1), ("mb", 6, 32, 3, 1),
@@ -255,7 +255,7 @@ def rnnpool_face_b(num_classes: int = 2, hidden: int = 6, **opts) -> S3FDDetecto
     return _detector(spec, (1, 4, 5, 6, 7, 8), num_classes=num_classes, **opts)
 
 
-@register_model("rnnpool_face_a", family="face_detection")
+@register_model("rnnpool_face_a", family="face_detection", image_size=(480, 640))
 def rnnpool_face_a(num_classes: int = 2, hidden: int = 4, **opts) -> S3FDDetector:
     """RNNPool-Face-A (Table 13): RNNPool (h = 4, the table's 16 channels) -> depthwise-separable convs -> MBConv.
 
@@ -266,7 +266,7 @@ def rnnpool_face_a(num_classes: int = 2, hidden: int = 4, **opts) -> S3FDDetecto
     return _detector(spec, (1, 3, 4, 5, 6, 7), num_classes=num_classes, **opts)
 
 
-@register_model("rnnpool_face_quant", family="face_detection")
+@register_model("rnnpool_face_quant", family="face_detection", image_size=(480, 640), dtype="int8")
 def rnnpool_face_quant(num_classes: int = 2, hidden: int = 8, **opts) -> S3FDDetector:
     """RNNPool-Face-Quant (Table 14; EdgeML ``RPool_Face_Quant``): conv/2 -> conv -> RNNPool (h = 8) -> 80 x 60 x 32.
 
@@ -278,7 +278,7 @@ def rnnpool_face_quant(num_classes: int = 2, hidden: int = 8, **opts) -> S3FDDet
     return _detector(spec, (1, 3, 4, 5, 6, 7), num_classes=num_classes, strided_first_head=True, **opts)
 
 
-@register_model("rnnpool_face_m4", family="face_detection")
+@register_model("rnnpool_face_m4", family="face_detection", image_size=(240, 320))
 def rnnpool_face_m4(num_classes: int = 2, hidden: int = 16, **opts) -> S3FDDetector:
     """RNNPool-Face-M4 (Table 15; EdgeML ``RPool_Face_M4``): 320 x 240 monochrome, 4 MBConv blocks, QVGA anchors.
 

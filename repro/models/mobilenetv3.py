@@ -73,7 +73,7 @@ BLOCK_SETTINGS: dict[str, tuple[BlockSetting, ...]] = {
     ),
 }
 HEAD_CHANNELS = {"small": 576, "large": 960}
-STANDARD_STRIDES = {"small": (2, 2, 1, 2, 1, 1, 1, 1, 2, 1, 1), "large": (1, 2, 1, 2, 1, 1, 2, 1, 1, 1, 1, 1, 1, 2, 1)}
+BACKBONE_STRIDES = {"small": (2, 2, 1, 2, 1, 1, 1, 1, 2, 1, 1), "large": (1, 2, 1, 2, 1, 1, 2, 1, 1, 1, 1, 1, 1, 2, 1)}
 
 
 class SqueezeExcite(nn.Module):
@@ -182,7 +182,7 @@ class MobileNetV3(SapBackbone):
             )
         settings = BLOCK_SETTINGS[variant]
         if stage_pools is None:
-            stage_pools = tuple(StagePool("skip", s) for s in STANDARD_STRIDES[variant])
+            stage_pools = tuple(StagePool("skip", s) for s in BACKBONE_STRIDES[variant])
         if len(stage_pools) != len(settings):
             raise ValueError(f"{name}: MobileNetV3-{variant} needs {len(settings)} block pools, got {len(stage_pools)}")
         self.variant = variant

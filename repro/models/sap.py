@@ -14,30 +14,18 @@ Faithful by default; the corrections are opt-in:
 
 from __future__ import annotations
 
-import json
+import functools
 from collections.abc import Sequence
 
-from repro.arch import ARCH_BACKBONES, STAGE_COUNTS, Arch, StagePool, parse_arch
+from repro.arch import Arch, StagePool, parse_arch
 from repro.models.mobilenetv2 import MobileNetV2
 from repro.models.mobilenetv3 import MobileNetV3
+from repro.models.registry import ModelDefaults, register_resolver
 from repro.models.resnet import BasicBlock, Bottleneck, ResNet
 from repro.models.resnext import resnext18
-from repro.models.sap_common import PLACEMENT_HELP, PLACEMENTS, SapBackbone, resolve_conv_layer
+from repro.models.sap_common import PLACEMENTS, SapBackbone, resolve_conv_layer
 
-__all__ = ["STANDARD_STRIDES", "build_sap_model", "describe_zoo", "format_zoo"]
-
-#: The strides of the unmodified network per backbone (digit 1 = the stage keeps its resolution).
-STANDARD_STRIDES: dict[str, str] = {
-    "resnet18": "1222",
-    "resnet18_v2": "1222",
-    "resnet50": "1222",
-    "resnet50_v2": "1222",
-    "resnext": "1222",
-    "mobilenet": "1222121",
-    "mobilenet_v2": "1222121",
-    "mobilenetv3_small": "22121111211",
-    "mobilenetv3_large": "121211211111121",
-}
+__all__ = ["build_sap_model"]
 
 _RESNET_BLOCKS = {"resnet18": (BasicBlock, (2, 2, 2, 2)), "resnet50": (Bottleneck, (3, 4, 6, 3))}
 
@@ -158,57 +146,9 @@ def _stem(arch: Arch, corrected_prepool_skip: bool) -> tuple[int, StagePool | No
     return 1, arch.prepool
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# the `repro list` listing
+def _resolve_sap(arch: object):
+    """The SAP grammar builds any name that is not a registered model (its parser explains a bad one)."""
+    return functools.partial(build_sap_model, arch) if isinstance(arch, (str, Arch)) else None
 
 
-def describe_zoo() -> dict[str, object]:
-    """Backbones, pools, placements and registered models, as plain data."""
-    from repro.layers import list_pools
-    from repro.models.registry import list_models, model_family
-
-    family = {b: parse_arch(f"{b}-skip-{STANDARD_STRIDES[b]}").family for b in ARCH_BACKBONES}
-    backbones = [
-        {
-            "backbone": b,
-            "family": family[b],
-            "default_placement": parse_arch(f"{b}-skip-{STANDARD_STRIDES[b]}").placement,
-            "placements": list(PLACEMENTS[family[b]]),
-            "stages": STAGE_COUNTS[b],
-            "standard_strides": STANDARD_STRIDES[b],
-            "example": f"{b}-nlp_headfix2-{STANDARD_STRIDES[b]}",
-        }
-        for b in ARCH_BACKBONES
-    ]
-    models = [{"model": m, "family": model_family(m)} for m in list_models()]
-    return {
-        "backbones": backbones,
-        "pools": list_pools(),
-        "placements": [{"placement": k, "meaning": v} for k, v in PLACEMENT_HELP.items()],
-        "models": models,
-    }
-
-
-def format_zoo(fmt: str = "table") -> str:
-    """:func:`describe_zoo` as JSON (``fmt='json'``) or as plain-text tables (``fmt='table'``)."""
-    zoo = describe_zoo()
-    if fmt == "json":
-        return json.dumps(zoo, indent=2)
-    if fmt != "table":
-        raise ValueError(f"unknown format {fmt!r}; choose 'table' or 'json'")
-    from tabulate import tabulate
-
-    backbones = [{**b, "placements": ", ".join(b["placements"])} for b in zoo["backbones"]]
-    parts = [
-        "Backbones (name grammar: [prepool-<POOL>-<K>-][dy]<BACKBONE>-<POOL>-<STRIDES>)",
-        tabulate(backbones, headers="keys"),
-        "",
-        "Pools: " + ", ".join(zoo["pools"]),
-        "",
-        "Placements",
-        tabulate(zoo["placements"], headers="keys"),
-        "",
-        "Registered models",
-        tabulate(zoo["models"], headers="keys") if zoo["models"] else "(none)",
-    ]
-    return "\n".join(parts)
+register_resolver(_resolve_sap, ModelDefaults(num_classes=1000, image_size=224))

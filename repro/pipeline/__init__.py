@@ -1,1 +1,3 @@
-"""Glue between ``pipelines/*.yaml`` (the entries of every table), ``params.yaml`` and the DVC stages."""
+"""The DVC pipeline: ``params.yaml`` (:mod:`~repro.pipeline.params`), the stages (:mod:`~repro.pipeline.stages`) and
+the generated ``dvc.yaml`` / ``pipelines/groups.yaml`` (:mod:`~repro.pipeline.dvcfile`). Only :mod:`repro.cli`
+imports this package."""

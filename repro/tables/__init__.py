@@ -1,6 +1,6 @@
-"""Reported numbers (``paper_tables/``) joined with our results, tolerance verdicts, rendered tables, plots, claims."""
+"""Reported numbers (``paper_tables/``, read through :mod:`repro.records`) joined with our results: tolerance verdicts,
+rendered tables, plots, claims, the index and the summary metrics."""
 
-from repro.tables.schema import PaperTable, PaperTableError, ReportedCell
-from repro.tables.verdict import Verdict
+from repro.tables.build import TablesReport, make_tables
 
-__all__ = ["PaperTable", "PaperTableError", "ReportedCell", "Verdict"]
+__all__ = ["TablesReport", "make_tables"]

@@ -13,9 +13,8 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from repro.tables.join import JoinedCell
-from repro.tables.schema import PaperTable
-from repro.tables.verdict import Verdict
+from repro.records.reported import PaperTable
+from repro.records.verdict import CellVerdict, Verdict
 from repro.utils.atomic import write_text_atomic
 
 DIGITS = {"%": 2, "pp": 2, "MB": 3, "KB": 2, "G": 3, "M": 2, "K": 1, "x": 1, "fraction": 3}
@@ -32,6 +31,9 @@ CSV_FIELDS = [
     "reproduced",
     "reported",
     "delta",
+    "printed",
+    "lower",
+    "upper",
     "tolerance",
     "verdict",
     "profile",
@@ -51,16 +53,16 @@ def fmt(value: float | None, unit: str, signed: bool = False) -> str:
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
 
-def cell_text(j: JoinedCell) -> str:
+def cell_text(j: CellVerdict) -> str:
     """``ours / reported (Δ) verdict`` for the grid."""
     unit = j.cell.unit
-    ours, rep = fmt(j.reproduced, unit), fmt(j.cell.value, unit)
+    ours, rep = fmt(j.reproduced, unit), j.cell.printed or fmt(j.cell.value, unit)
     if j.delta is not None:
         return f"{ours} / {rep} (Δ {fmt(j.delta, unit, signed=True)}) {j.verdict.label}"
     return f"{ours} / {rep} {j.verdict.label}"
 
 
-def grid(table: PaperTable, joined: list[JoinedCell]) -> tuple[list[str], list[list[str]]]:
+def grid(table: PaperTable, joined: list[CellVerdict]) -> tuple[list[str], list[list[str]]]:
     """Column headers and rows in the order the cells first appear in the file."""
     rows: list[str] = []
     cols: list[str] = []
@@ -78,7 +80,7 @@ def grid(table: PaperTable, joined: list[JoinedCell]) -> tuple[list[str], list[l
     return headers, body
 
 
-def counts(joined: list[JoinedCell]) -> Counter:
+def counts(joined: list[CellVerdict]) -> Counter:
     return Counter(j.verdict for j in joined)
 
 
@@ -86,7 +88,7 @@ def counts_text(c: Counter) -> str:
     return ", ".join(f"{v.label}: {c.get(v, 0)}" for v in Verdict)
 
 
-def to_markdown(table: PaperTable, joined: list[JoinedCell], *, profile: str, header: str = "") -> str:
+def to_markdown(table: PaperTable, joined: list[CellVerdict], *, profile: str, header: str = "") -> str:
     headers, body = grid(table, joined)
     out = [f"# {table.paper} / {table.table}: {table.title}", ""]
     out += [f"Reported numbers: {table.source} (`{table.path}`).", ""]
@@ -98,12 +100,18 @@ def to_markdown(table: PaperTable, joined: list[JoinedCell], *, profile: str, he
         out += ["## Computations", ""]
         out += [f"* `{j.cell.id}`: {j.computation}" + (f" ({j.reason})" if j.reason else "") for j in claims]
         out.append("")
-    out += ["## Provenance", "", "| cell | entry | our value from | reported source | note |", "|---|---|---|---|---|"]
+    out += [
+        "## Provenance",
+        "",
+        "| cell | entry | our value from | reported source | tolerance | note |",
+        "|---|---|---|---|---|---|",
+    ]
     for j in joined:
         note = (j.reason or "").replace("|", "\\|").replace("\n", " ")
+        tolerance = "—" if j.cell.value is None else j.cell.tolerance.describe()
         out.append(
             f"| `{j.cell.id}` | `{j.cell.entry or '—'}` | `{j.result_file or '—'}` | {j.cell.source} ({j.cell.kind})"
-            f" | {note} |"
+            f" | {tolerance} | {note} |"
         )
     return "\n".join(out) + "\n"
 
@@ -130,7 +138,7 @@ def tex_escape(text: str) -> str:
     return "".join(_TEX_ESCAPE.get(ch, ch) for ch in text)
 
 
-def to_latex(table: PaperTable, joined: list[JoinedCell], *, profile: str) -> str:
+def to_latex(table: PaperTable, joined: list[CellVerdict], *, profile: str) -> str:
     headers, body = grid(table, joined)
     spec = "l" + "l" * (len(headers) - 1)
     lines = [
@@ -148,12 +156,13 @@ def to_latex(table: PaperTable, joined: list[JoinedCell], *, profile: str) -> st
     return "\n".join(lines) + "\n"
 
 
-def to_csv(table: PaperTable, joined: list[JoinedCell]) -> str:
+def to_csv(table: PaperTable, joined: list[CellVerdict]) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
     writer.writeheader()
     for j in joined:
         c = j.cell
+        bounds = c.bounds()
         writer.writerow(
             {
                 "paper": table.paper,
@@ -168,9 +177,12 @@ def to_csv(table: PaperTable, joined: list[JoinedCell]) -> str:
                 "reproduced": "" if j.reproduced is None else repr(round(j.reproduced, 6)),
                 "reported": "" if c.value is None else repr(c.value),
                 "delta": "" if j.delta is None else repr(round(j.delta, 6)),
-                "tolerance": "" if j.tolerance is None else repr(round(j.tolerance, 6)),
+                "printed": c.printed or "",
+                "lower": "" if bounds is None else repr(round(bounds[0], 9)),
+                "upper": "" if bounds is None else repr(round(bounds[1], 9)),
+                "tolerance": "" if c.value is None else c.tolerance.describe(),
                 "verdict": j.verdict.value,
-                "profile": j.profile or "",
+                "profile": j.source_profile or "",
                 "entry": c.entry or "",
                 "result_file": j.result_file or "",
                 "kind": c.kind,
@@ -182,7 +194,7 @@ def to_csv(table: PaperTable, joined: list[JoinedCell]) -> str:
     return buf.getvalue()
 
 
-def write_table(out_dir: Path, table: PaperTable, joined: list[JoinedCell], *, profile: str) -> list[Path]:
+def write_table(out_dir: Path, table: PaperTable, joined: list[CellVerdict], *, profile: str) -> list[Path]:
     """Write ``<out_dir>/<paper>/<table>.{md,tex,csv}``; returns the paths."""
     base = out_dir / table.paper
     paths = []

@@ -13,6 +13,7 @@ import contextlib
 import errno
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import IO, Any
 
 __all__ = [
     "AtomicWriteError",
+    "atomic_directory",
     "atomic_open",
     "atomic_path",
     "write_bytes_atomic",
@@ -41,6 +43,16 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
+def _new_file_mode(path: Path) -> int:
+    """The mode a plain ``open(path, "w")`` would give: the existing file's, else 0o666 minus the umask."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 def _error(path: Path, exc: OSError) -> AtomicWriteError:
     what = "no space left on the device" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
     kept = "the previous file is intact" if path.exists() else "nothing was written"
@@ -57,6 +69,7 @@ def atomic_path(path: str | os.PathLike, *, suffix: str = "") -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{suffix}")
+    os.fchmod(fd, _new_file_mode(path))  # mkstemp creates 0600; a result file should be as readable as any other
     os.close(fd)
     tmp = Path(name)
     try:
@@ -102,3 +115,26 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
 def write_json_atomic(path: str | os.PathLike, obj: Any, *, default: Callable[[Any], Any] | None = None) -> Path:
     """``obj`` as indented JSON (keys in insertion order) plus a final newline."""
     return write_text_atomic(path, json.dumps(obj, indent=2, default=default) + "\n")
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary folder next to ``path`` that replaces ``path`` (a folder) once the block completes; on an
+    exception, or a kill before the swap, the previous folder is left as it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    old: Path | None = None
+    try:
+        yield tmp
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
+            os.replace(path, old / path.name)
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as exc:
+        raise _error(path, exc) from exc
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)

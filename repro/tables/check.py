@@ -5,10 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from repro.tables.load import load_tables
-
-PROFILE_METRICS = ("params", "macs", "peak_memory")
-TRAINED_METRICS = ("accuracy", "map")
+from repro.records.reported import PROFILE_METRICS, TRAINED_METRICS, load_tables
 
 
 def check_tables(

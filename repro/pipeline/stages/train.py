@@ -1,0 +1,178 @@
+"""The ``train@<group>`` stage: train and evaluate every entry of a group in one process.
+
+For each entry it runs the trainer (``runs/<group>/<entry>/``: checkpoint, dvclive, the trainer's ``metrics.json``
+:class:`~repro.records.RunRecord`) and writes ``results/metrics/<group>/<entry>.json`` (a
+:class:`~repro.records.MetricsRecord`: the file every table cell of the entry points to). The test-split evaluation
+is part of training (per epoch, and the best epoch is what the official logs report, quirk B7), so there is no
+separate evaluate stage. One entry failing (bad arch, too-small input, NaN loss) is recorded as ``failed`` with its
+message; the others still run. Importing torch costs seconds per process, hence one process per group.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+import traceback
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from repro.pipeline.params import PipelineParams
+from repro.records.entries import Entry, select_group
+from repro.records.runs import MetricsRecord, RunRecord
+from repro.utils.atomic import write_json_atomic
+from repro.utils.provenance import git_revision
+
+log = logging.getLogger(__name__)
+
+RUNS_DIR = "runs"
+METRICS_DIR = "results/metrics"
+
+
+def smoke_image_size(entry: Entry, base: int) -> int:
+    """The smallest side >= ``base`` the architecture accepts (SAP grammar: exact; registered models: the entry's
+    ``smoke_image_size`` or ``base``)."""
+    from repro.arch import ArchError, parse_arch
+    from repro.models.summary import min_input_size
+
+    try:
+        parse_arch(entry.arch)
+    except ArchError:
+        return entry.smoke_image_size or base
+    return max(base, min_input_size(entry.arch, **entry.model_opts))
+
+
+def train_config(entry: Entry, params: PipelineParams, out: Path):
+    """The :class:`~repro.engine.train.TrainConfig` of ``entry`` under the pipeline's profile."""
+    from repro.engine.train import TrainConfig
+
+    common = dict(
+        arch=entry.arch,
+        model_opts=dict(entry.model_opts),
+        seed=params.seed,
+        out_dir=str(out),
+        device=params.device,
+        progress=False,
+    )
+    if params.is_smoke:
+        s = params.smoke
+        return TrainConfig(
+            recipe="smoke",
+            dataset=s.dataset,
+            image_size=smoke_image_size(entry, s.image_size),
+            epochs=s.epochs,
+            max_steps_per_epoch=s.max_steps_per_epoch,
+            batch_size=s.batch_size,
+            data_root=s.data_root,
+            **common,
+        )
+    size = entry.image_size if isinstance(entry.image_size, int) else max(entry.image_size)
+    return TrainConfig(
+        recipe=entry.recipe or "sap-stl10",
+        dataset=entry.dataset,
+        image_size=size,
+        epochs=entry.epochs,
+        num_classes=entry.num_classes,
+        data_root=params.data_root,
+        resume=True,
+        num_workers=params.full.num_workers,
+        backend=params.full.backend,
+        epochs_compat_299=entry.epochs_compat_299,
+        **common,
+    )
+
+
+def _train_classifier(entry: Entry, params: PipelineParams, out: Path) -> RunRecord:
+    from repro.engine.train import train
+
+    summary = train(train_config(entry, params, out))
+    if params.is_smoke:  # smoke checkpoints are worthless and large: keep metrics.json and dvclive/ only
+        for name in ("checkpoint.pt", "best.pt"):
+            (out / name).unlink(missing_ok=True)
+    return RunRecord.from_dict(summary, str(out))
+
+
+def _metrics_record(entry: Entry, params: PipelineParams, run: RunRecord | None, **fields: Any) -> MetricsRecord:
+    values: dict[str, dict[str, float]] = {}
+    trained_on = None
+    if run is not None:
+        if run.accuracy:
+            values["accuracy"] = {k: 100.0 * float(v) for k, v in run.accuracy.items() if k in ("best", "last")}
+        if run.detection:
+            values["map"] = dict(run.detection)
+        trained_on = {
+            "dataset": run.dataset,
+            "image_size": run.image_size,
+            "epochs": run.epochs,
+            "steps_per_epoch": run.steps_per_epoch,
+            "seed": params.seed,
+            "complete": run.complete,
+        }
+    return MetricsRecord(
+        entry=entry.id,
+        group=entry.group,
+        task=entry.task,
+        arch=entry.arch,
+        pipeline_file=entry.file,
+        profile=params.profile,
+        values=values,
+        trained_on=trained_on,
+        compat=dict(run.compat) if run is not None else {},
+        git_revision=git_revision(),
+        **fields,
+    )
+
+
+def train_entry(entry: Entry, params: PipelineParams, runs: Path) -> MetricsRecord:
+    """Train (when the profile and the entry allow it) and evaluate one entry; never raises for the entry's own
+    failure."""
+    out = runs / entry.group / entry.id
+    if out.exists() and not (not params.is_smoke and (out / "checkpoint.pt").exists()):
+        shutil.rmtree(out)  # a stale run from another profile would be mistaken for this one
+    started = time.perf_counter()
+    if entry.task != "classification":
+        reason = entry.reason or f"training of task {entry.task!r} is not part of this pipeline yet"
+        return _metrics_record(entry, params, None, status="not_run", reason=reason, wall_time_s=0.0)
+    if not entry.trainable:
+        return _metrics_record(entry, params, None, status="not_run", reason=entry.reason, wall_time_s=0.0)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        run = _train_classifier(entry, params, out)
+    except Exception as exc:
+        log.debug("entry %s failed:\n%s", entry.id, traceback.format_exc())
+        reason = f"{type(exc).__name__}: {exc}".strip()[:2000]
+        wall = round(time.perf_counter() - started, 3)
+        return _metrics_record(entry, params, None, status="failed", reason=reason, run_dir=str(out), wall_time_s=wall)
+    wall = round(time.perf_counter() - started, 3)
+    return _metrics_record(entry, params, run, status="ok", run_dir=str(out), wall_time_s=wall)
+
+
+def run(
+    group: str,
+    entries: Mapping[str, Entry],
+    params: PipelineParams,
+    *,
+    runs: str | Path = RUNS_DIR,
+    results: str | Path = METRICS_DIR,
+    only: Sequence[str] = (),
+) -> dict[str, MetricsRecord]:
+    """Train every entry of ``group`` (or only those in ``only``); write one metrics record per entry."""
+    members = select_group(entries, group)
+    if only:
+        members = [e for e in members if e.id in only]
+    threads = params.smoke.threads if params.is_smoke else params.full.threads
+    if threads and any(e.trainable and e.task == "classification" for e in members):
+        import torch
+
+        torch.set_num_threads(int(threads))  # tiny smoke steps: more threads only add synchronisation overhead
+    out_dir = Path(results) / group
+    if not only and out_dir.exists():
+        shutil.rmtree(out_dir)  # entries removed from the group must not leave their old records behind
+    records = {}
+    for entry in members:
+        record = train_entry(entry, params, Path(runs))
+        write_json_atomic(out_dir / f"{entry.id}.json", record.to_dict())
+        records[entry.id] = record
+        print(f"[{group}] {entry.id}: {record.status}" + (f" ({record.reason})" if record.reason else ""), flush=True)
+    return records

@@ -1,0 +1,192 @@
+"""The pipeline stages: train@group (one process per group, every entry recorded), the record contract between stages,
+the generated dvc.yaml and its import-graph dependencies, and the reduced DVC run (slow)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _tree(tmp_path: Path) -> Path:
+    entries = {
+        "tiny": {
+            "task": "classification",
+            "dataset": "stl10",
+            "arch": "resnet18-skip-1222",
+            "image_size": 128,
+            "num_classes": 10,
+            "recipe": "sap-stl10",
+        },
+        "bad": {
+            "task": "classification",
+            "dataset": "stl10",
+            "arch": "resnet18-nosuchpool-1222",
+            "image_size": 128,
+            "num_classes": 10,
+        },
+        "det": {
+            "task": "detection",
+            "dataset": "coco8",
+            "arch": "resnet18-skip-1222",
+            "image_size": 320,
+            "num_classes": 8,
+            "trainable": False,
+            "not_trained_reason": "detection training comes later",
+        },
+    }
+    (tmp_path / "pipelines").mkdir()
+    (tmp_path / "pipelines" / "p.yaml").write_text(yaml.safe_dump({"group": "g", "entries": entries}))
+    params = {
+        "profile": "smoke",
+        "seed": 0,
+        "device": "cpu",
+        "data_root": str(tmp_path / "data"),
+        "smoke": {
+            "data_root": str(tmp_path / "data"),
+            "dataset": "shapes",
+            "image_size": 32,
+            "epochs": 1,
+            "max_steps_per_epoch": 1,
+            "batch_size": 2,
+            "prepare": {"shapes": {"n_train": 16, "n_test": 8, "image_size": 32}},
+        },
+    }
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    return tmp_path
+
+
+def _run_group(root: Path):
+    from repro.pipeline.params import load_params
+    from repro.pipeline.stages import train
+    from repro.records.entries import load_entries
+
+    return train.run(
+        "g",
+        load_entries(root / "pipelines"),
+        load_params(root / "params.yaml"),
+        runs=root / "runs",
+        results=root / "results" / "metrics",
+    )
+
+
+def test_group_trains_and_writes_one_metrics_record_per_entry(tmp_path, monkeypatch):
+    from repro.records.runs import MetricsRecord, RunRecord
+
+    root = _tree(tmp_path)
+    monkeypatch.setenv("REPRO_NO_PROGRESS", "1")
+    from repro.data import prepare
+
+    prepare("shapes", root / "data", n_train=16, n_test=8, image_size=32)
+    records = _run_group(root)
+    assert {k: r.status for k, r in records.items()} == {"tiny": "ok", "bad": "failed", "det": "not_run"}
+    assert "nosuchpool" in records["bad"].reason
+    assert not (root / "runs" / "g" / "tiny" / "checkpoint.pt").exists()  # smoke runs keep metrics only
+    run = RunRecord.read(root / "runs" / "g" / "tiny" / "metrics.json")  # the trainer's record
+    tiny = MetricsRecord.read(root / "results" / "metrics" / "g" / "tiny.json")
+    assert tiny.status == "ok" and tiny.profile == "smoke" and 0.0 <= tiny.value("accuracy") <= 100.0
+    assert tiny.value("accuracy", "best") == pytest.approx(100.0 * run.accuracy["best"])
+    assert tiny.trained_on["dataset"] == "shapes" and tiny.pipeline_file.endswith("p.yaml")
+    det = MetricsRecord.read(root / "results" / "metrics" / "g" / "det.json")
+    assert det.status == "not_run" and det.reason == "detection training comes later" and det.value("accuracy") is None
+
+
+def test_a_record_of_another_schema_is_refused_with_the_stage_to_rerun(tmp_path):
+    from repro.records.runs import MetricsRecord
+    from repro.records.schema import RecordError
+
+    path = tmp_path / "g" / "x.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps({"schema": "repro.metrics/1", "entry": "x"}))
+    with pytest.raises(
+        RecordError,
+        match=r"schema 'repro.metrics/1', but this version of repro reads "
+        r"'repro.metrics/2'.*dvc repro -f train@g",
+    ):
+        MetricsRecord.read(path)
+    path.write_text("{oops")
+    with pytest.raises(RecordError, match="not valid JSON"):
+        MetricsRecord.read(path)
+
+
+def test_model_options_reach_the_model_through_the_train_config():
+    from repro.engine.train import TrainConfig, _build_model
+    from repro.models import build_model
+
+    def count(model) -> int:
+        return sum(p.numel() for p in model.parameters())
+
+    gru = _build_model(TrainConfig(arch="mobilenetv2_rnnpool", model_opts={"rnn_cell": "gru"}), num_classes=10)
+    assert count(gru) == count(build_model("mobilenetv2_rnnpool", 10, rnn_cell="gru"))
+    assert count(gru) != count(build_model("mobilenetv2_rnnpool", 10))
+
+
+def test_unknown_group_and_bad_params_are_one_line_errors(tmp_path):
+    from typer.testing import CliRunner
+
+    from repro.cli import app
+
+    root = _tree(tmp_path)
+    args = ["--pipelines", str(root / "pipelines"), "--params", str(root / "params.yaml")]
+    result = CliRunner().invoke(app, ["stage", "train", "nope", *args])
+    assert result.exit_code == 1 and "unknown group 'nope'" in result.output
+    (root / "params.yaml").write_text(yaml.safe_dump({"profile": "smoke", "smoke": {"epochz": 1}}))
+    result = CliRunner().invoke(app, ["stage", "train", "g", *args])
+    assert result.exit_code == 1 and "smoke: unknown key(s) ['epochz']" in result.output
+
+
+def test_generated_pipeline_files_are_up_to_date():
+    from repro.pipeline.dvcfile import stale
+    from repro.records.entries import load_entries
+
+    assert not stale(load_entries(REPO / "pipelines"), REPO, REPO / "pipelines"), "run: repro pipeline write"
+
+
+def test_every_stage_depends_on_every_module_its_command_imports():
+    """The contract of dvc.yaml: a stage's code deps are the import closure of its module (plus the CLI and the
+    loaders its command calls); the train stage sees the grammar, layers and engine, the tables stage does not."""
+    from repro.pipeline.dvcfile import COMMAND_IMPORTS, STAGES
+    from repro.utils.import_graph import closure, module_files
+
+    dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    files = module_files()
+    for spec in STAGES:
+        body = dvc["stages"][spec.name]
+        deps = set((body.get("do") or body)["deps"])
+        needed = {str(files[m].relative_to(REPO)) for m in closure([spec.module, *COMMAND_IMPORTS])}
+        assert needed <= deps, (spec.name, sorted(needed - deps))
+    train = set(dvc["stages"]["train"]["do"]["deps"])
+    assert {"repro/arch.py", "repro/layers/nlp.py", "repro/engine/train.py", "repro/models/sap.py"} <= train
+    tables = set(dvc["stages"]["tables"]["deps"])
+    assert "repro/arch.py" in tables and not any(d.startswith(("repro/layers", "repro/engine")) for d in tables)
+
+
+@pytest.mark.slow
+def test_dvc_repro_reduced_smoke_pipeline(tmp_path):
+    """The CI subset (docs/pipeline.md) on a fresh git copy: dvc repro, tables, then a no-op second repro."""
+    dst = tmp_path / "repo"
+    top_level = {".venv", ".git", "runs", "results", "data", ".pytest_cache", ".ruff_cache", ".hypothesis"}
+
+    def ignore(directory: str, names: list[str]) -> set[str]:
+        skip = {n for n in names if n == "__pycache__" or n.endswith(".egg-info")}
+        return skip | (top_level & set(names) if Path(directory) == REPO else set())
+
+    shutil.copytree(REPO, dst, ignore=ignore)
+    bin_dir = Path(sys.executable).parent
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "DVC_NO_ANALYTICS": "1", "REPRO_NO_PROGRESS": "1", "HOME": str(tmp_path)}
+    for cmd in (
+        ["git", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "-c", "user.email=ci@example.org", "-c", "user.name=ci", "commit", "-qm", "snapshot"],
+    ):
+        subprocess.run(cmd, cwd=dst, check=True, env=env)
+    run = subprocess.run(["bash", "scripts/smoke_subset.sh"], cwd=dst, env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert (dst / "results" / "tables" / "rnnpool" / "table1.md").is_file()
