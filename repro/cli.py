@@ -315,6 +315,20 @@ def evaluate(
     )
 
 
+# -- WIDER FACE evaluation (repro.metrics.widerface_eval) --
+@app.command("eval-widerface")
+def eval_widerface(
+    pred: str = typer.Option(..., "--pred", help="Prediction layout: <event>/<image>.txt (name, count, x y w h score)."),
+    gt: str = typer.Option(
+        ..., "--gt", help="The eval tool's ground_truth/: wider_face_val.mat and wider_{easy,medium,hard}_val.mat."
+    ),
+    out: str | None = typer.Option(None, "--out", help="Also write the APs, PR curves and provenance as JSON here."),
+) -> None:
+    """WIDER FACE easy/medium/hard AP as the official MATLAB eval tool computes it; prints one JSON object."""
+    from repro.metrics.widerface_eval import eval_widerface_command
+
+    raise typer.Exit(eval_widerface_command(pred, gt, out=out))
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 
