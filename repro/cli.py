@@ -318,7 +318,7 @@ def evaluate(
 # -- WIDER FACE evaluation (repro.metrics.widerface_eval) --
 @app.command("eval-widerface")
 def eval_widerface(
-    pred: str = typer.Option(..., "--pred", help="Prediction layout: <event>/<image>.txt (name, count, x y w h score)."),
+    pred: str = typer.Option(..., "--pred", help="Predictions: <event>/<image>.txt (name, count, x y w h score)."),
     gt: str = typer.Option(
         ..., "--gt", help="The eval tool's ground_truth/: wider_face_val.mat and wider_{easy,medium,hard}_val.mat."
     ),
@@ -328,6 +328,7 @@ def eval_widerface(
     from repro.metrics.widerface_eval import eval_widerface_command
 
     raise typer.Exit(eval_widerface_command(pred, gt, out=out))
+
 
 def main() -> None:  # pragma: no cover - console entry point
     app()
