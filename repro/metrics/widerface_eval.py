@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,12 +48,15 @@ __all__ = [
     "GroundTruthError",
     "PredictionFileError",
     "SettingResult",
+    "eval_scut_head_command",
     "eval_widerface_command",
     "evaluate_faces",
+    "evaluate_scut_head",
     "evaluate_widerface",
     "load_widerface_ground_truth",
     "normalise_scores",
     "read_predictions",
+    "scut_head_ground_truth",
     "voc_ap",
 ]
 
@@ -446,38 +449,87 @@ def evaluate_widerface(pred_dir: str | Path, gt_dir: str | Path) -> EvaluationRe
     return EvaluationResult(evaluate_faces(predictions, ground_truth), tuple(missing))
 
 
-def _report_missing(result: EvaluationResult, total: int) -> None:
+# ------------------------------------------------------------------------------------------------- SCUT-HEAD
+
+
+def scut_head_ground_truth(dataset) -> FaceGroundTruth:
+    """Every head of a :class:`repro.data.scut_head.ScutHead` split counts (setting ``all``); boxes ``x y w h``
+    with ``w = xmax - xmin`` in double, so that the protocol's ``x2 = x + w`` gives back ``xmax``."""
+    boxes = tuple(np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], axis=1) for b in dataset.boxes)
+    counted = {"all": tuple(np.arange(len(b)) for b in boxes)}
+    return FaceGroundTruth(tuple(dataset.names), boxes, counted, source=str(dataset.list_file))
+
+
+def evaluate_scut_head(
+    pred_dir: str | Path,
+    data_root: str | Path | None = None,
+    split: str = "val",
+    list_file: str | Path | None = None,
+    normalise: bool = False,
+) -> EvaluationResult:
+    """AP on SCUT-HEAD Part B with the WIDER protocol and no ignored heads, predictions in ``<pred_dir>/<name>.txt``.
+
+    ``normalise=False`` follows EdgeML's ``scut_evaluation.py``, which defines the score normalisation but never
+    calls it (thresholds apply to the raw scores); ``True`` normalises as the WIDER tool does.
+    """
+    from repro.data import get_dataset
+
+    options = {} if list_file is None else {"list_file": list_file}
+    ground_truth = scut_head_ground_truth(get_dataset("scut_head", data_root, split, **options))
+    predictions, missing = read_predictions(pred_dir, ground_truth.keys)
+    return EvaluationResult(evaluate_faces(predictions, ground_truth, normalise=normalise), tuple(missing))
+
+
+# --------------------------------------------------------------------------------------------------- commands
+
+
+def _report_missing(result: EvaluationResult) -> None:
     """One line on stderr when some images had no prediction file (they count as images without detections)."""
     if result.missing:
         print(
-            f"warning: {len(result.missing)} of {total} images have no prediction file (first: "
-            f"{result.missing[0]}.txt); they count as images without detections, as in the official tool",
+            f"warning: {len(result.missing)} images have no prediction file (first: {result.missing[0]}.txt); "
+            "they count as images without detections, as in the official tool",
             file=sys.stderr,
         )
 
 
-def eval_widerface_command(pred: str, gt: str, out: str | None = None) -> int:
-    """``repro eval-widerface``: print ``{"easy": AP, "medium": AP, "hard": AP}``; ``out`` also gets the curves."""
+def _run_command(evaluate: Callable[[], EvaluationResult], out: str | None, record: dict[str, Any]) -> int:
+    """Print the APs as one JSON object; ``out`` also gets the curves, ``record`` and the provenance."""
+    from repro.data.errors import DatasetError
     from repro.utils.atomic import write_json_atomic
     from repro.utils.provenance import provenance
 
     try:
-        ground_truth = load_widerface_ground_truth(gt)
-        predictions, missing = read_predictions(pred, ground_truth.keys)
-        result = EvaluationResult(evaluate_faces(predictions, ground_truth), tuple(missing))
-    except (GroundTruthError, PredictionFileError) as err:
+        result = evaluate()
+    except (GroundTruthError, PredictionFileError, DatasetError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    _report_missing(result, len(ground_truth.keys))
+    _report_missing(result)
     print(json.dumps(result.aps()))
     if out:
-        record = {
-            "protocol": "WIDER FACE eval_tools (MATLAB), IoU 0.5, 1000 thresholds, VOC AP",
-            "pred_dir": str(pred),
-            "gt_dir": str(gt),
-            "missing_predictions": list(result.missing),
-            "settings": {name: r.to_dict() for name, r in result.settings.items()},
-            "provenance": provenance(accelerator=False),
-        }
-        write_json_atomic(out, record)
+        settings = {name: r.to_dict() for name, r in result.settings.items()}
+        full = {**record, "missing_predictions": list(result.missing), "settings": settings}
+        write_json_atomic(out, {**full, "provenance": provenance(accelerator=False)})
     return 0
+
+
+def eval_widerface_command(pred: str, gt: str, out: str | None = None) -> int:
+    """``repro eval-widerface``: print ``{"easy": AP, "medium": AP, "hard": AP}``."""
+    protocol = "WIDER FACE eval_tools (MATLAB): IoU 0.5, normalised scores, 1000 thresholds, VOC AP"
+    return _run_command(
+        lambda: evaluate_widerface(pred, gt), out, {"protocol": protocol, "pred_dir": pred, "gt_dir": gt}
+    )
+
+
+def eval_scut_head_command(
+    pred: str,
+    data_root: str | None = None,
+    split: str = "val",
+    list_file: str | None = None,
+    normalise: bool = False,
+    out: str | None = None,
+) -> int:
+    """``repro eval-scut-head``: print ``{"all": AP}``."""
+    protocol = f"WIDER FACE protocol, no ignored heads, {'normalised' if normalise else 'raw'} scores (EdgeML)"
+    record = {"protocol": protocol, "pred_dir": pred, "split": split, "list_file": list_file}
+    return _run_command(lambda: evaluate_scut_head(pred, data_root, split, list_file, normalise=normalise), out, record)
