@@ -253,3 +253,21 @@ def test_missing_or_unreadable_ground_truth(tmp_path):
         load_widerface_ground_truth(gt)
     result = run_cli("--pred", str(FIXTURES / "cases" / "perfect"), "--gt", str(gt))
     assert result.exit_code == 2 and "wider_hard_val.mat" in result.stderr
+
+
+def test_generated_synth_faces_perfect_predictions_score_one(tmp_path):
+    """The evaluator reads the generated set's eval files; its own boxes as predictions give AP 1 everywhere."""
+    from repro.data import get_dataset, prepare
+
+    root = prepare("synth_faces", tmp_path / "data", n_train=2, n_val=6, width=64, height=48)
+    val = get_dataset("synth_faces", tmp_path / "data", "val")
+    pred = tmp_path / "pred"
+    for index in range(len(val)):
+        target = val.target(index)
+        boxes = target["boxes"].numpy()
+        scores = np.linspace(0.9, 0.5, len(boxes)) if len(boxes) else np.zeros(0)
+        key = target["file"].rsplit(".", 1)[0]
+        write_prediction_file(pred / f"{key}.txt", target["file"], boxes, scores, inclusive_width=False)
+    result = run_cli("--pred", str(pred), "--gt", str(root / "eval_tools" / "ground_truth"))
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"easy": 1.0, "medium": 1.0, "hard": 1.0}
