@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 
 from repro.detection.wider_predictions import prediction_path, write_prediction_file
+from repro.utils.atomic import write_json_atomic
+from repro.utils.provenance import provenance
 
 __all__ = [
     "EDGEML_MEAN_RGB",
@@ -244,9 +246,6 @@ def write_wider_predictions(
     ``0--Parade/0_Parade_marchingband_1_465.jpg``) and write ``<pred_dir>/<file without extension>.txt``; the
     protocol, its parameters and the provenance go to ``<pred_dir>/test_time.json``. ``fmt`` goes to
     :func:`repro.detection.wider_predictions.format_prediction_file`."""
-    from repro.utils.atomic import write_json_atomic
-    from repro.utils.provenance import provenance
-
     chosen = get_protocol(protocol)
     pred_dir = Path(pred_dir)
     count = 0

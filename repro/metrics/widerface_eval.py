@@ -37,6 +37,8 @@ from typing import Any
 import numpy as np
 
 from repro.detection.wider_predictions import PredictionFileError, prediction_path, read_prediction_file
+from repro.utils.atomic import write_json_atomic
+from repro.utils.provenance import provenance
 
 __all__ = [
     "GT_FILES",
@@ -496,8 +498,6 @@ def _report_missing(result: EvaluationResult) -> None:
 def _run_command(evaluate: Callable[[], EvaluationResult], out: str | None, record: dict[str, Any]) -> int:
     """Print the APs as one JSON object; ``out`` also gets the curves, ``record`` and the provenance."""
     from repro.data.errors import DatasetError
-    from repro.utils.atomic import write_json_atomic
-    from repro.utils.provenance import provenance
 
     try:
         result = evaluate()
