@@ -544,6 +544,41 @@ def pipeline_groups(pipelines: str = typer.Option("pipelines")) -> None:
         typer.echo(f"{name}\t{info['entries']}\t{info['file']}")
 
 
+# -- WIDER FACE evaluation (repro.metrics.widerface_eval) --
+@app.command("eval-widerface")
+def eval_widerface(
+    pred: str = typer.Option(..., "--pred", help="Predictions: <event>/<image>.txt (name, count, x y w h score)."),
+    gt: str = typer.Option(
+        ..., "--gt", help="The eval tool's ground_truth/: wider_face_val.mat and wider_{easy,medium,hard}_val.mat."
+    ),
+    out: str | None = typer.Option(None, "--out", help="Also write the APs, PR curves and provenance as JSON here."),
+) -> None:
+    """WIDER FACE easy/medium/hard AP as the official MATLAB eval tool computes it; prints one JSON object."""
+    from repro.metrics.widerface_eval import eval_widerface_command
+
+    raise typer.Exit(eval_widerface_command(pred, gt, out=out))
+
+
+# -- SCUT-HEAD evaluation (repro.metrics.widerface_eval) --
+@app.command("eval-scut-head")
+def eval_scut_head(
+    pred: str = typer.Option(..., "--pred", help="Predictions: <name>.txt per image (name, count, x y w h score)."),
+    data_root: str | None = typer.Option(None, "--data-root", help="Data root holding scut_head/SCUT_HEAD_Part_B."),
+    split: str = typer.Option("val", help="ImageSets/Main/<split>.txt of the release."),
+    list_file: str | None = typer.Option(
+        None, "--list-file", help="Evaluate the images of this list instead (e.g. EdgeML's data/face_val_scutB.txt)."
+    ),
+    normalise: bool = typer.Option(
+        False, help="Normalise the scores as the WIDER tool does (EdgeML's script does not)."
+    ),
+    out: str | None = typer.Option(None, "--out", help="Also write the AP, PR curve and provenance as JSON here."),
+) -> None:
+    """SCUT-HEAD Part B AP with the WIDER FACE protocol, every head counted; prints {"all": AP}."""
+    from repro.metrics.widerface_eval import eval_scut_head_command
+
+    raise typer.Exit(eval_scut_head_command(pred, data_root, split, list_file, normalise=normalise, out=out))
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

@@ -6,7 +6,18 @@ normalised batches; ``prepare(name, root, **opts)`` checks or generates a datase
 """
 
 # Importing the reader modules registers their datasets.
-from repro.data import cifar, coco, digits, generate_detection, generate_shapes, imagenet, stl10, vww, widerface
+from repro.data import (
+    cifar,
+    coco,
+    digits,
+    generate_detection,
+    generate_shapes,
+    imagenet,
+    scut_head,
+    stl10,
+    vww,
+    widerface,
+)
 from repro.data.errors import DatasetError
 from repro.data.loaders import ClassificationLoader, build_loader, detection_collate, epoch_order
 from repro.data.paths import ENV_VAR, resolve_data_root
@@ -14,7 +25,7 @@ from repro.data.prepare import prepare
 from repro.data.registry import DatasetSpec, get_dataset, get_spec, list_datasets, register_dataset
 from repro.data.transforms import RECIPES, Recipe, build_transforms, get_recipe
 
-del cifar, coco, digits, generate_detection, generate_shapes, imagenet, stl10, vww, widerface
+del cifar, coco, digits, generate_detection, generate_shapes, imagenet, scut_head, stl10, vww, widerface
 
 __all__ = [
     "ENV_VAR",

@@ -1,0 +1,1 @@
+"""Detection: detector assembly, box handling and test-time protocols (see docs/face_detection.md)."""
