@@ -233,11 +233,11 @@ def bench_data(
     """Images/s of the ffcv loader against the torchvision JPEG loader on the same generated images."""
     from repro.data import DatasetError
     from repro.data.bench import bench_data as run_bench
-    from repro.data.transforms import get_recipe
+    from repro.data.transforms import get_augmentation
     from repro.utils.atomic import write_json_atomic
 
     try:
-        get_recipe(recipe)
+        get_augmentation(recipe)
     except DatasetError as exc:
         raise fail(exc, EXIT_USAGE) from None
     try:

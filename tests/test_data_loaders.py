@@ -1,4 +1,4 @@
-"""Recipe transforms, epoch-deterministic loaders, and the ffcv path against the torchvision path."""
+"""Augmentation transforms, epoch-deterministic loaders, and the ffcv path against the torchvision path."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from repro.data import DatasetError, build_loader, build_transforms, epoch_order, prepare
-from repro.data.transforms import RECIPES
+from repro.data.transforms import AUGMENTATIONS
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def _loader(root, **kw):
 # ----------------------------------------------------------------------------------------------- transforms
 
 
-@pytest.mark.parametrize("recipe", sorted(RECIPES))
+@pytest.mark.parametrize("recipe", sorted(AUGMENTATIONS))
 @pytest.mark.parametrize("train", [True, False])
 def test_every_recipe_gives_normalised_tensors(recipe, train):
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (50, 70, 3), dtype=np.uint8))

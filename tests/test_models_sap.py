@@ -628,3 +628,26 @@ def test_repro_list() -> None:
     table = runner.invoke(app, ["list"])
     assert table.exit_code == 0 and "mobilenetv3_large" in table.stdout and "after_projection" in table.stdout
     assert runner.invoke(app, ["list", "--format", "xml"]).exit_code != 0
+
+
+def test_a_user_pool_goes_into_a_sap_backbone_without_the_grammar():
+    """``pool_layer`` (a class, a callable or a registered name) replaces the named pools at the same places."""
+    import torch
+    from torch import nn
+
+    class HalfPool(nn.Module):
+        def __init__(self, channels: int, stride: int) -> None:
+            super().__init__()
+            self.pool = nn.AvgPool2d(stride)
+
+        def forward(self, x):
+            return self.pool(x)
+
+    model = build_sap_model("resnet18-maxp-2222", 10, pool_layer=HalfPool)
+    assert sum(isinstance(m, HalfPool) for m in model.modules()) == 4
+    assert model.build_options["pool_layer"].endswith("HalfPool")
+    assert model(torch.randn(1, 3, 64, 64)).shape == (1, 10)
+    by_callable = build_sap_model("mobilenet_v2-maxp-2222121", 10, pool_layer=lambda c, s: nn.AvgPool2d(s))
+    assert sum(isinstance(m, nn.AvgPool2d) for m in by_callable.modules()) == 5
+    by_name = build_sap_model("resnet18-maxp-2222", 10, pool_layer="avgp")
+    assert not any(isinstance(m, nn.MaxPool2d) for n, m in by_name.named_modules() if n.startswith("layer"))

@@ -23,23 +23,23 @@ from repro.data.loaders import ClassificationLoader, build_loader, detection_col
 from repro.data.paths import ENV_VAR, resolve_data_root
 from repro.data.prepare import prepare
 from repro.data.registry import DatasetSpec, get_dataset, get_spec, list_datasets, register_dataset
-from repro.data.transforms import RECIPES, Recipe, build_transforms, get_recipe
+from repro.data.transforms import AUGMENTATIONS, Augmentation, build_transforms, get_augmentation
 
 del cifar, coco, digits, generate_detection, generate_shapes, imagenet, scut_head, stl10, vww, widerface
 
 __all__ = [
+    "AUGMENTATIONS",
     "ENV_VAR",
-    "RECIPES",
+    "Augmentation",
     "ClassificationLoader",
     "DatasetError",
     "DatasetSpec",
-    "Recipe",
     "build_loader",
     "build_transforms",
     "detection_collate",
     "epoch_order",
+    "get_augmentation",
     "get_dataset",
-    "get_recipe",
     "get_spec",
     "list_datasets",
     "prepare",

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from repro.data.loaders import build_loader
 from repro.data.paths import resolve_data_root
 from repro.data.prepare import prepare
-from repro.data.transforms import get_recipe
+from repro.data.transforms import get_augmentation
 
 
 @dataclass
@@ -73,7 +73,7 @@ def bench_data(
     seed: int = 0,
 ) -> BenchResult:
     """Time one training epoch pass of each loader over ``<root>/bench/shapes`` (generated, JPEG)."""
-    get_recipe(recipe)  # fail before writing anything
+    get_augmentation(recipe)  # fail before writing anything
     bench_root = resolve_data_root(root) / "bench"
     prepare("shapes", bench_root, seed=seed, n_train=num_images, n_test=1, image_size=image_size, format="jpg")
     result = BenchResult(image_size, num_images, batch_size, num_workers, recipe, epochs)

@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import Dataset
 
 from repro.data.errors import DatasetError
-from repro.data.transforms import Recipe, normalise_uint8
+from repro.data.transforms import Augmentation, normalise_uint8
 from repro.utils.atomic import atomic_path, write_json_atomic
 
 WRITE_MODES = ("raw", "jpg")
@@ -117,7 +117,7 @@ def write_beton(
     return path
 
 
-def decoder_for(recipe: Recipe, image_size: int, train: bool, seed: int):
+def decoder_for(recipe: Augmentation, image_size: int, train: bool, seed: int):
     """The :class:`~repro.data.ffcv_ops.RecipeImageDecoder` that mirrors ``recipe`` (already resolved)."""
     from repro.data import ffcv_ops as ops
 
@@ -157,7 +157,7 @@ class FfcvBatches:
         self,
         path: Path,
         *,
-        recipe: Recipe,
+        recipe: Augmentation,
         image_size: int,
         train: bool,
         batch_size: int,

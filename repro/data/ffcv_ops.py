@@ -1,4 +1,4 @@
-"""An ffcv image decoder that applies a :class:`~repro.data.transforms.Recipe` with reproducible randomness.
+"""An ffcv image decoder that applies a :class:`~repro.data.transforms.Augmentation` with reproducible randomness.
 
 ffcv's own random decoders draw from numba's per-thread generator without a seed, so two runs differ. This decoder
 seeds the generator for every sample from ``(seed, sample index, the batch's first and last index)``: a given

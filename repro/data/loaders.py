@@ -17,7 +17,7 @@ from repro.data.errors import DatasetError
 from repro.data.generated import read_meta
 from repro.data.paths import resolve_data_root
 from repro.data.registry import DatasetSpec, get_spec
-from repro.data.transforms import Recipe, build_transforms, get_recipe
+from repro.data.transforms import Augmentation, build_transforms, get_augmentation
 
 BACKENDS = ("torch", "ffcv")
 
@@ -109,7 +109,7 @@ class ClassificationLoader:
         *,
         name: str,
         backend: str,
-        recipe: Recipe,
+        recipe: Augmentation,
         image_size: int,
         batch_size: int,
         train: bool,
@@ -232,7 +232,7 @@ def build_loader(
     spec = get_spec(dataset)
     if spec.task != "classification":
         raise DatasetError(f"{spec.name} is a detection dataset; use repro.data.get_dataset with detection_collate")
-    resolved = get_recipe(recipe).resolved(image_size, faithful=faithful)
+    resolved = get_augmentation(recipe).resolved(image_size, faithful=faithful)
     data_root = resolve_data_root(root)
     split = spec.resolve_split(split)
     base = spec.build(data_root, split, transform=None, **(dataset_opts or {}))

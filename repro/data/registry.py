@@ -12,6 +12,7 @@ from torch.utils.data import Dataset
 
 from repro.data.errors import DatasetError
 from repro.data.paths import resolve_data_root
+from repro.utils.registry import Registry
 
 Builder = Callable[..., Dataset]
 
@@ -48,28 +49,25 @@ class DatasetSpec:
         return split
 
 
-_REGISTRY: dict[str, DatasetSpec] = {}
+_REGISTRY: Registry[DatasetSpec] = Registry("dataset", error=DatasetError)
 
 
 def register_dataset(spec: DatasetSpec) -> DatasetSpec:
     """Add ``spec`` to the registry (names are unique)."""
-    if spec.name in _REGISTRY:
-        raise ValueError(f"dataset {spec.name!r} is already registered")
-    _REGISTRY[spec.name] = spec
-    return spec
+    return _REGISTRY.add(spec.name, spec)
 
 
 def list_datasets(task: str | None = None) -> list[str]:
     """Registered dataset names, optionally only those of one task (``classification`` / ``detection``)."""
-    return sorted(name for name, spec in _REGISTRY.items() if task is None or spec.task == task)
+    return [name for name, spec in _REGISTRY.items() if task is None or spec.task == task]
 
 
 def get_spec(name: str) -> DatasetSpec:
-    """The spec of ``name``; an unknown name fails with the list of valid ones."""
+    """The spec of ``name`` (case and ``-``/``_`` insensitive); an unknown name fails with the list of valid ones."""
     key = name.lower().replace("-", "_")
     if key not in _REGISTRY:
         raise DatasetError(f"unknown dataset {name!r}; valid names: {', '.join(list_datasets())}")
-    return _REGISTRY[key]
+    return _REGISTRY.get(key)
 
 
 def get_dataset(

@@ -1,4 +1,4 @@
-"""Image transforms of the training recipes, as data (:class:`Recipe`) shared by the torchvision and ffcv paths.
+"""Image transforms of the training recipes, as data (:class:`Augmentation`) shared by the torchvision and ffcv paths.
 
 | recipe | train | eval | normalisation |
 |---|---|---|---|
@@ -33,8 +33,8 @@ IMAGENET_EVAL_FRACTION = 224 / 256
 
 
 @dataclass(frozen=True)
-class Recipe:
-    """One recipe's image pipeline, described once for both loaders.
+class Augmentation:
+    """One training recipe's image pipeline (its ``augment`` name), described once for both loaders.
 
     ``crop_scale`` None means no random-resized crop (train images are resized and centre-cropped like eval);
     ``pad_crop`` > 0 means RandomCrop(S, padding) on images already of size S; ``eval_fraction`` f means
@@ -51,7 +51,7 @@ class Recipe:
     eval_fraction: float | None = 1.0
     fixed_eval_fraction: float | None = None  # the corrected value for faithful=False, where it differs
 
-    def resolved(self, image_size: int, *, faithful: bool = True) -> Recipe:
+    def resolved(self, image_size: int, *, faithful: bool = True) -> Augmentation:
         """The recipe for one image size, with the B18 corrections applied when ``faithful`` is False."""
         recipe = self
         if not faithful and self.fixed_eval_fraction is not None:
@@ -68,24 +68,25 @@ class Recipe:
         return train and (self.crop_scale is not None or self.pad_crop > 0 or self.flip)
 
 
-RECIPES = {
+AUGMENTATIONS = {
     r.name: r
     for r in (
-        Recipe("sap-stl10", "half", resize_first=True),
-        Recipe("sap-imagenet", "imagenet", resize_first=True, fixed_eval_fraction=IMAGENET_EVAL_FRACTION),
-        Recipe("sap-cifar", "cifar", resize_first=True, eval_fraction=None, fixed_eval_fraction=1.0),
-        Recipe("rnnpool-imagenet", "imagenet", eval_fraction=IMAGENET_EVAL_FRACTION),
-        Recipe("rnnpool-vww", "imagenet", crop_scale=(0.2, 1.0), eval_fraction=IMAGENET_EVAL_FRACTION),
-        Recipe("smoke", "half", crop_scale=None),
-        Recipe("eval-plain", "half", crop_scale=None, flip=False),
+        Augmentation("sap-stl10", "half", resize_first=True),
+        Augmentation("sap-imagenet", "imagenet", resize_first=True, fixed_eval_fraction=IMAGENET_EVAL_FRACTION),
+        Augmentation("sap-cifar", "cifar", resize_first=True, eval_fraction=None, fixed_eval_fraction=1.0),
+        Augmentation("rnnpool-imagenet", "imagenet", eval_fraction=IMAGENET_EVAL_FRACTION),
+        Augmentation("rnnpool-vww", "imagenet", crop_scale=(0.2, 1.0), eval_fraction=IMAGENET_EVAL_FRACTION),
+        Augmentation("smoke", "half", crop_scale=None),
+        Augmentation("eval-plain", "half", crop_scale=None, flip=False),
     )
 }
 
 
-def get_recipe(name: str) -> Recipe:
-    if name not in RECIPES:
-        raise DatasetError(f"unknown recipe {name!r}; valid recipes: {', '.join(RECIPES)}")
-    return RECIPES[name]
+def get_augmentation(name: str) -> Augmentation:
+    """The image pipeline named by a training recipe's ``augment`` field."""
+    if name not in AUGMENTATIONS:
+        raise DatasetError(f"unknown recipe {name!r}; valid recipes: {', '.join(AUGMENTATIONS)}")
+    return AUGMENTATIONS[name]
 
 
 def eval_resize(image_size: int, fraction: float) -> int:
@@ -100,7 +101,7 @@ def build_transforms(
 
     ``dataset`` picks CIFAR-100 statistics for ``sap-cifar``; ``faithful=False`` corrects quirk B18.
     """
-    spec = get_recipe(recipe).resolved(image_size, faithful=faithful)
+    spec = get_augmentation(recipe).resolved(image_size, faithful=faithful)
     ops: list = []
     if train and spec.crop_scale is not None:
         if spec.resize_first:

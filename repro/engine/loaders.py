@@ -139,7 +139,7 @@ def _holdout_loaders(
     from torch.utils.data import Subset
 
     from repro.data import ClassificationLoader, get_dataset, get_spec
-    from repro.data.transforms import get_recipe as get_image_recipe
+    from repro.data.transforms import get_augmentation as get_image_recipe
 
     if common["backend"] != "torch":
         raise ValueError("val_split needs backend 'torch' (the ffcv files hold whole splits); pass --backend torch")

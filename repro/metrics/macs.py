@@ -96,9 +96,13 @@ class MacCounter(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
+        self.count(func, args, kwargs, out)
+        return out
+
+    def count(self, func, args: tuple, kwargs: dict, out) -> None:
+        """Add the MACs of one ATen call (for a dispatch mode that runs the call itself)."""
         macs = op_macs(func, args, kwargs, out)
         if macs:
             self.total += macs
             self.by_op[str(func._overloadpacket)] += macs
             self.by_scope[self.scope() if self.scope is not None else None] += macs
-        return out

@@ -8,7 +8,6 @@ attention part, per module); the memory conventions (:mod:`repro.metrics.memory`
 
 from __future__ import annotations
 
-import contextlib
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +17,8 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
+
+from repro.metrics.macs import MacCounter
 
 __all__ = [
     "Call",
@@ -214,8 +215,18 @@ class FastMeta(TorchDispatchMode):
     shapes and dtypes the kernels would give, so a trace is unchanged (point-wise ops carry no MACs) and a model built
     under this mode has the same structure (its meta weights hold no values either way)."""
 
+    def __init__(self, counter: MacCounter | None = None) -> None:
+        super().__init__()
+        self.counter = counter  # count MACs here too: one dispatch mode instead of two on the trace's hot path
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        out = self._run(func, args, kwargs)
+        if self.counter is not None:
+            self.counter.count(func, args, kwargs, out)
+        return out
+
+    def _run(self, func, args, kwargs):
         first = args[0] if args else None
         if (
             isinstance(first, torch.Tensor)
@@ -320,7 +331,6 @@ def trace_model(
     computing anything; a model on the CPU is run for real (batch 1). The model's train/eval mode is restored.
     """
     from repro.layers.nlp import architecture_ops
-    from repro.metrics.macs import MacCounter
 
     device = model_device(model)
     shape = _input_shape(model, image_size, batch_size, in_channels)
@@ -335,9 +345,9 @@ def trace_model(
     model.eval()
     torch.backends.mha.set_fastpath_enabled(False)  # the fused MHA kernel has no MAC formula; the unfused path has
     counter = MacCounter(scope=recorder.current)
-    fast_meta = FastMeta() if device.type == "meta" else contextlib.nullcontext()
+    dispatch = FastMeta(counter) if device.type == "meta" else counter  # meta: shape shortcuts and MACs in one mode
     try:
-        with torch.no_grad(), architecture_ops(), fast_meta, counter, _OpMode(recorder):
+        with torch.no_grad(), architecture_ops(), dispatch, _OpMode(recorder):
             out = model(x)
     finally:
         for handle in handles:

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from repro.arch import StagePool
+from repro.layers.create_pool import PoolLayer
 from repro.models.sap_common import FeatureSpec, SapBackbone, SizeOp, SpatialPlan, build_stage_pool
 
 __all__ = ["InvertedResidual", "MobileNetV2"]
@@ -121,6 +122,7 @@ class MobileNetV2(SapBackbone):
         stem_stride: int = 2,
         stem_pool: StagePool | None = None,
         conv_layer: type[nn.Module] = nn.Conv2d,
+        pool_layer: PoolLayer | None = None,
         features_only: bool = False,
         out_indices: Sequence[int] | int | None = None,
         name: str = "mobilenetv2",
@@ -148,10 +150,10 @@ class MobileNetV2(SapBackbone):
             first_stride, block_pool = stage.stride, None
             if not stage.is_skip:
                 if placement == "stage_start":
-                    blocks.append(build_stage_pool(stage, channels))
+                    blocks.append(build_stage_pool(stage, channels, pool_layer))
                     first_stride = 1
                 else:
-                    block_pool = build_stage_pool(stage, c)
+                    block_pool = build_stage_pool(stage, c, pool_layer)
             for j in range(n):
                 blocks.append(
                     InvertedResidual(

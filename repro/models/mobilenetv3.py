@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from repro.arch import StagePool
+from repro.layers.create_pool import PoolLayer
 from repro.models.sap_common import FeatureSpec, SapBackbone, SizeOp, SpatialPlan, build_stage_pool
 
 __all__ = ["MobileNetV3", "MobileNetV3Block", "SqueezeExcite"]
@@ -169,6 +170,7 @@ class MobileNetV3(SapBackbone):
         stem_stride: int = 2,
         stem_pool: StagePool | None = None,
         conv_layer: type[nn.Module] = nn.Conv2d,
+        pool_layer: PoolLayer | None = None,
         features_only: bool = False,
         out_indices: Sequence[int] | int | None = None,
         name: str = "mobilenetv3",
@@ -200,7 +202,7 @@ class MobileNetV3(SapBackbone):
         specs, plan, blocks = [], [("stem", tuple(stem_ops))], []
         channels = STEM_CHANNELS
         for i, (setting, stage) in enumerate(zip(settings, stage_pools)):
-            pool = build_stage_pool(stage, setting.out)
+            pool = build_stage_pool(stage, setting.out, pool_layer)
             blocks.append(MobileNetV3Block(setting, channels, stage.stride, pool=pool, conv_layer=conv_layer))
             channels = setting.out
             reduction *= stage.stride

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from repro.arch import StagePool
+from repro.layers.create_pool import PoolLayer
 from repro.models.sap_common import FeatureSpec, SapBackbone, SizeOp, SpatialPlan, build_stage_pool
 
 __all__ = ["BasicBlock", "Bottleneck", "ResNet"]
@@ -152,6 +153,7 @@ class ResNet(SapBackbone):
         torchvision_stem_pool: bool = False,
         groups: int = 1,
         conv_layer: type[nn.Module] = nn.Conv2d,
+        pool_layer: PoolLayer | None = None,
         features_only: bool = False,
         out_indices: Sequence[int] | int | None = None,
         name: str = "resnet",
@@ -164,6 +166,7 @@ class ResNet(SapBackbone):
                 f"{name}: ResNet needs 4 stages, got {len(layers)} block counts and {len(stage_pools)} pools"
             )
         self.placement = placement
+        self.pool_layer = pool_layer
         self.inplanes = 64
         self.conv1 = conv_layer(3, 64, kernel_size=7, stride=stem_stride, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
@@ -215,7 +218,7 @@ class ResNet(SapBackbone):
             downsample = nn.Sequential(
                 conv1x1(self.inplanes, out_channels, conv_stride, conv_layer=conv_layer), nn.BatchNorm2d(out_channels)
             )
-        block_pool = build_stage_pool(stage, out_channels) if self.placement == "block_end" else None
+        block_pool = build_stage_pool(stage, out_channels, self.pool_layer) if self.placement == "block_end" else None
         layers = [
             block(self.inplanes, planes, conv_stride, downsample, groups=groups, pool=block_pool, conv_layer=conv_layer)
         ]
@@ -223,7 +226,7 @@ class ResNet(SapBackbone):
         layers += [block(out_channels, planes, groups=groups, conv_layer=conv_layer) for _ in range(1, blocks)]
         seq = nn.Sequential(*layers)
         if self.placement == "stage_end" and not stage.is_skip:
-            seq.add_module("pool", build_stage_pool(stage, out_channels))
+            seq.add_module("pool", build_stage_pool(stage, out_channels, self.pool_layer))
         return seq
 
     def reset_parameters(self) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from repro.arch import StagePool
+from repro.layers.create_pool import PoolLayer
 from repro.models.resnet import DEFAULT_STAGES, BasicBlock, ResNet
 
 __all__ = ["RESNEXT_GROUPS", "resnext18"]
@@ -24,6 +25,7 @@ def resnext18(
     *,
     num_classes: int = 1000,
     placement: str = "block_end",
+    pool_layer: PoolLayer | None = None,
     features_only: bool = False,
     out_indices: Sequence[int] | int | None = None,
     name: str = "resnext18",
@@ -39,6 +41,7 @@ def resnext18(
         stem_pool=StagePool("maxp", 2),
         torchvision_stem_pool=True,
         groups=RESNEXT_GROUPS,
+        pool_layer=pool_layer,
         features_only=features_only,
         out_indices=out_indices,
         name=name,

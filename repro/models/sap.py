@@ -18,6 +18,7 @@ import functools
 from collections.abc import Sequence
 
 from repro.arch import Arch, StagePool, parse_arch
+from repro.layers.create_pool import PoolLayer, pool_name
 from repro.models.mobilenetv2 import MobileNetV2
 from repro.models.mobilenetv3 import MobileNetV3
 from repro.models.registry import ModelDefaults, register_resolver
@@ -41,6 +42,7 @@ def build_sap_model(
     strict: bool = False,
     corrected_prepool_skip: bool | None = None,
     torchvision_stem_pool: bool = False,
+    pool_layer: PoolLayer | None = None,
 ) -> SapBackbone:
     """Build the network named by ``arch``.
 
@@ -55,6 +57,9 @@ def build_sap_model(
         strict: parse ``arch`` with ``strict=True`` (corrected grammar semantics; see :func:`repro.arch.parse_arch`).
         corrected_prepool_skip: fix B14 (default: the arch's ``strict``).
         torchvision_stem_pool: fix B5 (ResNet only).
+        pool_layer: build every stage pool the name asks for with this pool instead (a registered pool name, an
+            ``nn.Module`` class or a callable ``fn(channels, stride, **cfg)``), at the same places and strides; the
+            stem and the prepool keep theirs. Recorded as ``model.build_options['pool_layer']``.
 
     Raises:
         repro.arch.ArchError: for an invalid name; ValueError for an invalid option or input size.
@@ -86,6 +91,7 @@ def build_sap_model(
         "features_only": features_only,
         "out_indices": out_indices,
         "name": pretty,
+        "pool_layer": pool_layer,
     }
     stem_stride, stem_pool = _stem(arch, corrected_prepool_skip)
 
@@ -126,6 +132,7 @@ def build_sap_model(
         "placement": chosen,
         "corrected_prepool_skip": bool(corrected_prepool_skip),
         "torchvision_stem_pool": bool(torchvision_stem_pool or arch.family == "resnext"),
+        "pool_layer": None if pool_layer is None else pool_name(pool_layer),
     }
     if image_size is not None:
         sides = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)

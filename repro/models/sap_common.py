@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from repro.layers import create_pool
+from repro.layers.create_pool import PoolLayer
 
 if TYPE_CHECKING:
     from repro.arch import StagePool
@@ -64,8 +65,11 @@ def resolve_conv_layer(dynamic: bool) -> type[nn.Module]:
     return DynamicConv2d
 
 
-def build_stage_pool(stage: StagePool, channels: int) -> nn.Module | None:
+def build_stage_pool(stage: StagePool, channels: int, pool_layer: PoolLayer | None = None) -> nn.Module | None:
     """The pooling module of one stage (``None`` for ``skip``), kernel = stride = ``stage.stride``.
+
+    ``pool_layer`` (a registered pool name, an ``nn.Module`` class or a callable ``fn(channels, stride, **cfg)``)
+    replaces the pool the architecture names, with the stage's settings: a user's experimental pool in a SAP backbone.
 
     As in the official code, only the self-attentive pools of a ``dy`` architecture get dynamic convolutions
     (``stage.conv == 'dynamic'``); the baseline pools keep ``nn.Conv2d``.
@@ -79,6 +83,8 @@ def build_stage_pool(stage: StagePool, channels: int) -> nn.Module | None:
             "(reference_spec B13)"
         )
     conv_layer = resolve_conv_layer(True) if stage.conv == "dynamic" else None
+    if pool_layer is not None:
+        return create_pool(pool_layer, channels, stage.stride)
     return create_pool(stage.type, channels, stage.stride, **stage.pool_kwargs(), conv_layer=conv_layer)
 
 
