@@ -158,6 +158,7 @@ class TrainConfig:
     strict: bool = False
     num_classes: int | None = None
     model_opts: dict[str, Any] = dataclasses.field(default_factory=dict)
+    checkpoints: bool = True
     stop_after_epochs: int | None = None
     progress: bool | None = None
 
@@ -637,8 +638,9 @@ class _Run:
                 self.epoch, self.step = epoch, 0
                 self.partial = {"loss_sum": 0.0, "correct": 0, "seen": 0}
                 self.epoch_start_rng = None
-                self._save()
-                self._save_best(row)
+                if self.config.checkpoints:
+                    self._save()
+                    self._save_best(row)
                 self.logger.log(row)
                 if self.ctx.is_main:
                     log.info(
@@ -762,6 +764,7 @@ FIELD_HELP = {
     "stop_after_epochs": "stop this invocation after N epochs in total (resume later)",
     "val_split": "fraction of the training set held out for validation-based model selection",
     "model_opts": 'model build options as JSON, e.g. \'{"rnn_cell": "lstm"}\'',
+    "checkpoints": "write checkpoint.pt and best.pt (off for throwaway runs, which then cannot resume)",
 }
 #: Flag of a field whose name differs from ``--<field-name>``.
 FLAG_NAMES = {"out_dir": "--out"}
