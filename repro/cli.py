@@ -85,6 +85,9 @@ def profile(
     cells: list[str] | None = typer.Option(  # noqa: B008
         None, "--cells", help="paper_tables YAML: compare its peak_memory/macs/params cells with ours; repeatable."
     ),
+    metric: list[str] | None = typer.Option(  # noqa: B008
+        None, "--metric", help="With --cells: only cells of this metric (params, macs, peak_memory); repeatable."
+    ),
 ) -> None:
     """Params, MACs (attention included) and analytic peak activation memory; docs/profiling.md."""
     from repro.metrics.profile import profile_entries, profile_model
@@ -95,7 +98,10 @@ def profile(
     from repro.utils.atomic import write_text_atomic
 
     if cells:
-        typer.echo(_cells_report(cells))
+        try:
+            typer.echo(_cells_report(cells, metric))
+        except (ValueError, *_data_errors()) as exc:
+            raise fail(exc) from None
         return
     if (arch is None) == (not entries):
         raise typer.BadParameter("give either an architecture (repro profile resnet18-nlp-1222) or --entries FILE")
@@ -136,20 +142,34 @@ def profile(
     typer.echo(text)
 
 
-def _cells_report(paths: list[str]) -> str:
-    """Markdown table of every profiler cell of ``paths`` (paper_tables files): reported, ours, tolerance, verdict."""
+def _cells_report(paths: list[str], metrics: list[str] | None = None, pipelines: str = "pipelines") -> str:
+    """Markdown table of every profiler cell of ``paths`` (paper_tables files): reported, ours, tolerance, verdict.
+    A cell without its own ``model`` block is computed from its pipeline entry, as the profile stage does."""
     from tabulate import tabulate
 
     from repro.metrics.cells import CellEvaluator
     from repro.records.reported import PROFILE_METRICS, load_table
 
     evaluator = CellEvaluator()
+    entries = None
     rows = []
     for path in paths:
         table = load_table(path)
         for cell in table.cells:
-            if cell.metric not in PROFILE_METRICS or cell.value is None or not cell.model:
+            if cell.metric not in (metrics or PROFILE_METRICS) or cell.value is None:
                 continue
+            if not cell.model:
+                entries = entries if entries is not None else _entries(pipelines)
+                entry = entries.get(cell.entry or "")
+                if entry is None:
+                    continue
+                spec = {
+                    "name": entry.arch,
+                    "num_classes": entry.num_classes,
+                    "image_size": entry.image_size,
+                    "opts": dict(entry.model_opts),
+                }
+                cell = dataclasses.replace(cell, model=spec)
             ours = evaluator.value(cell)
             rows.append(
                 {
