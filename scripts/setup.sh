@@ -18,10 +18,11 @@ fi
 
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip
-# torch and torchvision are pinned in pyproject.toml (torch==2.14.1, torchvision==0.29.1).
-if ! .venv/bin/python -m pip install -q -e '.[dev,ffcv]'; then
+# constraints.txt pins every package the environment holds (regenerate: scripts/freeze_constraints.sh), so that a
+# fresh machine gets the environment the results and the lint were produced with.
+.venv/bin/python -m pip install -q --upgrade pip -c constraints.txt
+if ! .venv/bin/python -m pip install -q -c constraints.txt -e '.[dev,ffcv]'; then
   echo "[setup] warning: installing the ffcv extra failed; installing without it" >&2
-  .venv/bin/python -m pip install -q -e '.[dev]'
+  .venv/bin/python -m pip install -q -c constraints.txt -e '.[dev]'
 fi
 echo "[setup] done: $(.venv/bin/python -c 'import torch, repro; print("torch", torch.__version__, "repro", repro.__version__)')"
