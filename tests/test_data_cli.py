@@ -15,10 +15,10 @@ def _run(*args: str):
     return result.exit_code, result.stdout, result.stderr
 
 
-def _assert_one_line_error(code: int, stderr: str, pattern: str) -> None:
+def _assert_one_line_error(code: int, stderr: str, pattern: str, expected_code: int = 2) -> None:
     import re
 
-    assert code == 2
+    assert code == expected_code
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), stderr
     assert re.search(pattern, lines[0]), lines[0]
@@ -47,7 +47,7 @@ def test_truncated_file(tmp_path):
         (directory / f"{split}_X.bin").write_bytes(bytes(27648 * 2 - 5))
         (directory / f"{split}_y.bin").write_bytes(bytes([1, 2]))
     code, _, err = _run("prepare", "stl10", "--data-root", str(tmp_path))
-    _assert_one_line_error(code, err, r"train_X.bin is truncated")
+    _assert_one_line_error(code, err, r"train_X.bin is truncated", expected_code=1)  # a bad file: exit 1
 
 
 def test_wrong_layout(tmp_path):

@@ -1,4 +1,5 @@
-"""Bodies of ``repro prepare`` and ``repro bench-data``: a data error is one line on stderr and exit code 2."""
+"""Bodies of ``repro prepare`` and ``repro bench-data``: an error is one line on stderr and an exit code: 2 for a
+usage error (unknown dataset or option, missing data), 1 for a bad file or a failed write (disk full)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ import sys
 import yaml
 
 from repro.data.errors import DatasetError
-from repro.utils.atomic import write_json_atomic
+from repro.utils.atomic import AtomicWriteError, write_json_atomic
 
-EXIT_DATA_ERROR = 2
+EXIT_WRITE_ERROR = 1
 
 
 def parse_options(pairs: list[str]) -> dict:
@@ -24,8 +25,8 @@ def parse_options(pairs: list[str]) -> dict:
 
 
 def _fail(err: Exception) -> int:
-    print(f"error: {err}", file=sys.stderr)
-    return EXIT_DATA_ERROR
+    print("error: " + " ".join(str(err).split()), file=sys.stderr)
+    return getattr(err, "exit_code", EXIT_WRITE_ERROR) if isinstance(err, DatasetError) else EXIT_WRITE_ERROR
 
 
 def prepare_command(
@@ -48,7 +49,7 @@ def prepare_command(
             ffcv_max_resolution=ffcv_max_resolution,
             **parse_options(options),
         )
-    except DatasetError as err:
+    except (DatasetError, AtomicWriteError) as err:
         return _fail(err)
     print(path)
     return 0
@@ -79,9 +80,9 @@ def bench_command(
             recipe=recipe,
             ffcv_modes=tuple(ffcv_modes),
         )
-    except DatasetError as err:
+        print("\n".join(result.lines()))
+        if out:
+            write_json_atomic(out, result.as_dict())
+    except (DatasetError, AtomicWriteError) as err:
         return _fail(err)
-    print("\n".join(result.lines()))
-    if out:
-        write_json_atomic(out, result.as_dict())
     return 0

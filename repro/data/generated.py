@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from repro.data.errors import DatasetError
+from repro.utils.atomic import write_error
 
 META_FILE = "meta.json"
 FORMAT_VERSION = 1
@@ -41,12 +42,20 @@ def require_positive(name: str, options: Mapping[str, Any], *keys: str, minimum:
 
 
 def read_meta(dataset_dir: Path) -> dict | None:
-    """The parameters a generated dataset was written with, or None when it is absent or incomplete."""
+    """The parameters a generated dataset was written with, or None when it is absent, incomplete or not ours
+    (not a JSON object naming the dataset and its format version): such a dataset is written again."""
     path = dataset_dir / META_FILE
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        meta = json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError):
         return None
+    if (
+        not isinstance(meta, dict)
+        or meta.get("name") != dataset_dir.name
+        or meta.get("format_version") != FORMAT_VERSION
+    ):
+        return None
+    return meta
 
 
 def require_generated(dataset_dir: Path, name: str) -> dict:
@@ -70,11 +79,12 @@ def materialise(root: Path, name: str, options: Mapping[str, Any], write: Callab
     meta = {"name": name, "format_version": FORMAT_VERSION, **options}
     if read_meta(target) == meta:
         return target
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=root))
+    tmp: Path | None = None
     try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=root))
         write(tmp)
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")  # inside the new folder
         old = None
         if target.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{name}.old-", dir=root))
@@ -82,7 +92,12 @@ def materialise(root: Path, name: str, options: Mapping[str, Any], write: Callab
         os.replace(tmp, target)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+    except OSError as exc:  # disk full, read-only root: the previous dataset (if any) is in place
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise write_error(target, exc) from exc
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
