@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -121,18 +123,37 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     return Path(path)
 
 
+def _refusal(message: str) -> str | None:
+    """Why ``torch.load(weights_only=True)`` refused a file, in one line, or None for another failure."""
+    if "Weights only load failed" not in message:
+        return None
+    found = re.search(r"GLOBAL ([\w.]+)", message)
+    if found:
+        return f"it references the global {found.group(1)!r}, which a checkpoint never needs (it could run code)"
+    found = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\n|$)", message, re.S)
+    detail = " ".join(found.group(1).split())[:150] if found else "an instruction outside plain data"
+    return f"it is not a plain checkpoint of tensors and values ({detail})"
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint with ``weights_only=True`` (no code from the file is run) and check its digest."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointNotFoundError(f"checkpoint {str(path)!r} does not exist")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # corrupt file, foreign pickle, truncated write
+        with warnings.catch_warnings():  # the refusal below says it all; torch warns about foreign protocols
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # corrupt file, foreign pickle, truncated write, a pickle that would run code
+        refusal = _refusal(str(exc))
+        if refusal:
+            raise CheckpointError(
+                f"refused checkpoint {str(path)!r}: {refusal}; nothing from the file was executed"
+            ) from None
         reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
         raise CheckpointError(
-            f"cannot read checkpoint {str(path)!r} ({reason}); it is truncated, corrupt or not a checkpoint "
-            "(a file that needs code to load is refused); delete it to start afresh"
+            f"cannot read checkpoint {str(path)!r} ({reason}); it is truncated, corrupt or not a checkpoint; "
+            "delete it to start afresh"
         ) from None
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{str(path)!r} is not a repro checkpoint (no 'model' entry)")

@@ -424,6 +424,11 @@ class _Run:
     def _load(self) -> None:
         saved = load_checkpoint(self.ckpt_path, map_location="cpu")
         _check_resume(saved, self.config, self.ctx, self.ckpt_path)
+        if saved["num_classes"] != self.num_classes:
+            raise CheckpointError(
+                f"checkpoint {str(self.ckpt_path)!r}: field 'num_classes' is {saved['num_classes']}, but this run "
+                f"has {self.num_classes} classes"
+            )
         load_model_weights(self.core, saved["model"], self.ckpt_path)
         try:
             self.optimizer.load_state_dict(saved["optimizer"])
