@@ -9,9 +9,10 @@ epoch began, one per process, used to rebuild its data order).
 
 :func:`save_checkpoint` adds ``digest``, a SHA-256 of everything else in the file; :func:`load_checkpoint` checks it,
 so a checkpoint whose bytes changed after it was written (a bit flip, a partial overwrite by another tool) is refused
-instead of silently training or evaluating other weights. Checkpoints without a digest (written before it existed)
-are read unchecked. :func:`check_training_checkpoint` validates the fields the trainer and ``repro evaluate`` use and
-:func:`load_model_weights` loads the ``model`` entry into a model with one-line errors.
+instead of silently training or evaluating other weights. Only a trainer checkpoint of format 1 (written before the
+digest existed) is read without one: any other file without a digest is refused, so that damage to the digest's own
+key cannot switch the check off. :func:`check_training_checkpoint` validates the fields the trainer and ``repro
+evaluate`` use and :func:`load_model_weights` loads the ``model`` entry into a model with one-line errors.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ import torch
 
 from repro.utils.atomic import atomic_open
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
+"""Version of the trainer's checkpoint layout. 2 = 1 plus the mandatory ``digest``; both are read."""
+READABLE_FORMATS = (1, 2)
 
 
 class CheckpointError(RuntimeError):
@@ -158,6 +161,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{str(path)!r} is not a repro checkpoint (no 'model' entry)")
     digest = state.pop("digest", None)
+    if digest is None and state.get("format") != 1:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is corrupt or foreign: it has no content digest (every checkpoint written by "
+            "repro has one); delete it to start afresh"
+        )
     if digest is not None and digest != state_digest(state):
         raise CheckpointError(
             f"checkpoint {str(path)!r} is corrupt: its content does not match the digest written with it "
@@ -174,9 +182,9 @@ def check_training_checkpoint(state: Mapping[str, Any], path: str | Path) -> Non
     """Fail with the file and the field when ``state`` lacks what a ``repro train`` checkpoint holds (``format``,
     ``config.arch``, ``recipe``, ``num_classes``, ``epoch``, ``model``)."""
     path = Path(path)
-    if state.get("format") != CHECKPOINT_FORMAT:
+    if state.get("format") not in READABLE_FORMATS:
         raise CheckpointError(
-            f"checkpoint {str(path)!r} has format {state.get('format')!r}, expected {CHECKPOINT_FORMAT}: "
+            f"checkpoint {str(path)!r} has format {state.get('format')!r}, expected one of {READABLE_FORMATS}: "
             "it was written by another version of repro or another program"
         )
     config = state.get("config")

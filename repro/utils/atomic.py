@@ -54,7 +54,7 @@ def write_error(path: str | os.PathLike, exc: OSError) -> AtomicWriteError:
     """The error to raise when writing ``path`` failed with ``exc``: what happened, where, and what was kept."""
     path = Path(path)
     what = "no space left on the device" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
-    kept = "the previous file is intact" if path.exists() else "nothing was written"
+    kept = "the previous file is intact" if path.is_file() else "nothing was written"
     return AtomicWriteError(exc.errno or 0, f"could not write {path}: {what}; {kept}")
 
 
