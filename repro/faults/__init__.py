@@ -10,7 +10,8 @@ from repro.faults.registry import FAMILIES, Family, FaultContext, TrialRecord, r
 
 # -- families (one import per module) --
 # isort: split
-from repro.faults import files as files
-from repro.faults import training as training
+from repro.faults import training as training  # isort: skip - the order of the report
+from repro.faults import files as files  # isort: skip
+from repro.faults import dvc as dvc  # isort: skip
 
 __all__ = ["FAMILIES", "Family", "FaultContext", "TrialRecord", "register_family", "run_family"]
