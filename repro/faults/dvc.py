@@ -65,7 +65,7 @@ def concurrent_dvc(ctx: FaultContext, count: int) -> list[TrialRecord]:
                                  stderr=subprocess.STDOUT, text=True)  # fmt: skip
         time.sleep(gap)
         second = subprocess.run(_dvc("repro", STAGE), cwd=clone, env=env, capture_output=True, text=True, timeout=600)
-        first_output, _ = first.communicate(timeout=600)
+        first.communicate(timeout=600)
         status = subprocess.run(_dvc("status", STAGE), cwd=clone, env=env, capture_output=True, text=True)
         said = " ".join((second.stdout + second.stderr).split())
         refused = second.returncode != 0 and any(r in said for r in REFUSALS)
@@ -74,7 +74,10 @@ def concurrent_dvc(ctx: FaultContext, count: int) -> list[TrialRecord]:
         detail = f"second exit {second.returncode}: {said[:300]}"
         if first.returncode or not up_to_date:
             detail += f"; first exit {first.returncode}; status: {' '.join(status.stdout.split())[:200]}"
-        records.append(TrialRecord("concurrent-dvc", trial, f"second `dvc repro` {gap} s after the first", survived,
-                                   "nothing" if survived else "see detail", detail[:500], time.perf_counter() - started))  # fmt: skip
+        what = f"a second `dvc repro` {gap} s after the first"
+        lost = "nothing" if survived else "see detail"
+        records.append(
+            TrialRecord("concurrent-dvc", trial, what, survived, lost, detail[:500], time.perf_counter() - started)
+        )
         ctx.log(f"[concurrent-dvc] trial {trial}: {'ok' if survived else 'FAILED'}: {said[:120]}")
     return records
