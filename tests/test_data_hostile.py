@@ -255,3 +255,12 @@ def test_truncated_or_missing_dataset_files_are_data_or_usage_errors(tmp_path):
     with pytest.raises(DataFileError, match=r"test_batch is truncated or not a pickle") as bad:
         get_dataset("cifar10", tmp_path, "test")
     assert bad.value.exit_code == 1
+
+
+def test_wider_eval_files_that_are_not_mat_files_name_the_file(tmp_path):
+    from repro.data.widerface import load_eval_sets
+
+    for name in ("easy", "medium", "hard"):
+        (tmp_path / f"wider_{name}_val.mat").write_bytes(b"\x00" * 200)
+    with pytest.raises(DataFileError, match=r"wider_easy_val.mat is truncated or not a WIDER FACE eval file"):
+        load_eval_sets(tmp_path)

@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import Dataset
 
 from repro.data.base import load_rgb
-from repro.data.errors import DataFileError, DatasetError, file_error, layout_error, require_dir, require_file
+from repro.data.errors import DataFileError, DatasetError, file_error, require_dir, require_file
 from repro.data.paths import require_root, safe_relative_path
 from repro.data.registry import DatasetSpec, register_dataset
 
@@ -166,6 +166,7 @@ def write_eval_mats(gt_dir: Path, entries: Sequence[WiderEntry], keep: Mapping[s
 def load_eval_sets(gt_dir: Path, name: str = NAME) -> dict[str, dict[str, np.ndarray]]:
     """``{difficulty: {"<event>/<name>": 0-based indices of the faces that count}}`` from the eval tool's .mat files."""
     from scipy.io import loadmat
+    from scipy.io.matlab import MatReadError
 
     sets: dict[str, dict[str, np.ndarray]] = {}
     for difficulty in DIFFICULTIES:
@@ -179,8 +180,8 @@ def load_eval_sets(gt_dir: Path, name: str = NAME) -> dict[str, dict[str, np.nda
                 for j in range(len(files)):
                     indices = np.asarray(gt_list[j][0], dtype=np.int64).reshape(-1) - 1
                     per_image[f"{event}/{files[j][0][0]}"] = indices
-        except (ValueError, KeyError, IndexError, TypeError, OSError) as err:
-            raise layout_error(
+        except (ValueError, KeyError, IndexError, TypeError, OSError, NotImplementedError, MatReadError) as err:
+            raise file_error(
                 name, f"{path} is truncated or not a WIDER FACE eval file ({err!r})", LAYOUT, SOURCE
             ) from None
         sets[difficulty] = per_image
