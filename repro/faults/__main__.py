@@ -75,7 +75,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "" if argv is None and len(sys.argv) == 1 else " " + shlex.join(argv or sys.argv[1:])
     )
     if not args.no_doc:
-        section = render(records, command=command, seconds=seconds, revision=git_revision(), notes=notes)
+        section = render(
+            records, command=command, seconds=seconds, revision=git_revision(), notes=notes, work_dir=str(work)
+        )
         print(f"wrote {write_section(args.doc, section)}")
     if args.json:
         write_json_atomic(args.json, [r.as_dict() for r in records])

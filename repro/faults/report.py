@@ -23,9 +23,21 @@ def _cell(text: object) -> str:
 
 
 def render(
-    records: Sequence[TrialRecord], *, command: str, seconds: float, revision: str | None, notes: Sequence[str]
+    records: Sequence[TrialRecord],
+    *,
+    command: str,
+    seconds: float,
+    revision: str | None,
+    notes: Sequence[str],
+    work_dir: str | None = None,
 ) -> str:
-    """The generated section: one summary table, then every trial of every family."""
+    """The generated section: one summary table, then every trial of every family (``work_dir`` shown as
+    ``<work>``)."""
+
+    def cell(text: object) -> str:
+        text = _cell(text)
+        return text.replace(work_dir, "<work>") if work_dir else text
+
     families = list(dict.fromkeys(r.family for r in records))
     lines = [
         BEGIN,
@@ -34,7 +46,8 @@ def render(
         "",
         f"Produced by `{command}` in {seconds:.0f} s on {os.cpu_count()} CPU cores ({platform.machine()}), "
         f"code revision `{revision or 'unknown'}`. A trial *survived* when the suite behaved as promised: it refused "
-        "the input with one clear error and changed nothing, or it recovered and ended identical to a fault-free run.",
+        "the input with one clear error and changed nothing, or it recovered and ended identical to a fault-free run. "
+        "`<work>` stands for the run's temporary folder.",
         "",
         "| family | what is injected | trials | survived | not survived |",
         "|---|---|---:|---:|---:|",
@@ -46,7 +59,7 @@ def render(
         lines.append(f"| {name} | {_cell(description)} | {len(mine)} | {ok} | {len(mine) - ok} |")
     ok = sum(r.survived for r in records)
     lines += [f"| **all** | | **{len(records)}** | **{ok}** | **{len(records) - ok}** |", ""]
-    lines += [f"* {_cell(note)}" for note in notes]
+    lines += [f"* {cell(note)}" for note in notes]
     if notes:
         lines.append("")
     for name in families:
@@ -59,7 +72,7 @@ def render(
         for r in (r for r in records if r.family == name):
             verdict = "yes" if r.survived else "**no**"
             lines.append(
-                f"| {r.trial} | {_cell(r.what)} | {verdict} | {_cell(r.lost)} | {_cell(r.detail)} | {r.seconds:.1f} |"
+                f"| {r.trial} | {cell(r.what)} | {verdict} | {cell(r.lost)} | {cell(r.detail)} | {r.seconds:.1f} |"
             )
         lines.append("")
     lines.append(END)

@@ -127,9 +127,9 @@ def _checkpoint_epoch(out: Path) -> int | None:
 def _state_after_kill(out: Path) -> str:
     """What a killed run left: the epoch of its checkpoint and the writes it interrupted."""
     epoch = _checkpoint_epoch(out)
-    temporaries = sorted(p.name for p in out.rglob(".*.tmp*"))
-    state = "checkpoint unreadable" if epoch is None else f"{epoch} epochs in the checkpoint"
-    return state + (f", write of {temporaries[0].split('.')[1]} interrupted" if temporaries else "")
+    temporaries = sorted(p.name[1:].rsplit(".", 2)[0] for p in out.rglob(".*.tmp*"))
+    state = {None: "an unreadable checkpoint", 0: "no checkpoint"}.get(epoch, f"the checkpoint of epoch {epoch}")
+    return state + (f" and an interrupted write of {temporaries[0]}" if temporaries else "")
 
 
 @register_family(
@@ -155,7 +155,7 @@ def sigkill_train(ctx: FaultContext, count: int) -> list[TrialRecord]:
         shutil.rmtree(out, ignore_errors=True)
         kills: list[TrialRecord] = []
         while len(kills) < KILLS_PER_CHAIN and len(records) + len(kills) < count:
-            point = KILL_POINTS[(len(records) + len(kills)) % len(KILL_POINTS)]
+            point = KILL_POINTS[launches % len(KILL_POINTS)]  # by launch: a point that did not come is not retried
             left = reference.train_seconds * max(0.2, (epochs - (_checkpoint_epoch(out) or 0)) / epochs)
             delay = rng.uniform(0, left * (0.95 if point == "random" else 0.7))
             started = time.perf_counter()
