@@ -29,10 +29,12 @@ EXIT_USAGE = 2
 EXIT_DATA = 1
 
 
-def fail(message: object, code: int = EXIT_DATA) -> typer.Exit:
-    """Print ``error: message`` on stderr; the caller raises the returned :class:`typer.Exit`."""
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
+def fail(message: object, code: int | None = None) -> typer.Exit:
+    """Print ``error: message`` on one line of stderr; the caller raises the returned :class:`typer.Exit`. The exit
+    code is ``code``, else the error's own ``exit_code`` (a missing dataset is a usage error, 2; a corrupt file 1),
+    else 1."""
+    typer.echo("error: " + " ".join(str(message).split()), err=True)
+    return typer.Exit(code if code is not None else getattr(message, "exit_code", EXIT_DATA))
 
 
 def _data_errors() -> tuple[type[Exception], ...]:
@@ -67,7 +69,7 @@ def profile(
     image_size: list[str] | None = typer.Option(  # noqa: B008
         None, "--image-size", help="Input side N or HxW; repeatable (default: the model's own, or each entry's)."
     ),
-    num_classes: int | None = typer.Option(None, help="Classifier width for ARCH (default: the model's own)."),
+    num_classes: int | None = typer.Option(None, min=1, help="Classifier width for ARCH (default: the model's own)."),
     convention: list[str] | None = typer.Option(  # noqa: B008
         None,
         "--convention",
@@ -104,9 +106,9 @@ def profile(
             raise fail(exc) from None
         return
     if (arch is None) == (not entries):
-        raise typer.BadParameter("give either an architecture (repro profile resnet18-nlp-1222) or --entries FILE")
+        raise fail("give either an architecture (repro profile resnet18-nlp-1222) or --entries FILE", EXIT_USAGE)
     if fmt not in FORMATS:
-        raise typer.BadParameter(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}", param_hint="--format")
+        raise fail(f"--format: unknown format {fmt!r}; valid: {', '.join(FORMATS)}", EXIT_USAGE)
     conventions = convention or ["layerwise"]
     try:
         sizes = [parse_size(s, "--image-size") for s in image_size or []]
@@ -132,13 +134,20 @@ def profile(
                 items = [dataclasses.replace(e, id=f"{e.id}@{s}", image_size=s) for e in items for s in sizes]
             rows = profile_entries(items, conventions=conventions, dtype=dtype or "fp32", workers=2, progress=True)
             text = render_rows(rows, fmt, conventions)
-    except (ValueError, FileNotFoundError, *_data_errors()) as exc:
-        raise typer.BadParameter(str(exc)) from exc
+    except _data_errors() as exc:
+        raise fail(exc) from None
+    except (ValueError, FileNotFoundError) as exc:  # an unknown name, size, convention or dtype
+        raise fail(exc, EXIT_USAGE) from None
     if ratios:
         for c in conventions:
             text += f"\n\nAggressive-downsampling memory ratios ({c}):\n" + render_ratios(downsampling_ratios(rows, c))
     if output:
-        write_text_atomic(output, text if fmt != "table" else render_rows(rows, "csv", conventions))
+        try:
+            write_text_atomic(output, text if fmt != "table" else render_rows(rows, "csv", conventions))
+        except OSError as exc:  # a folder, a full disk: the message names the file
+            raise fail(
+                exc if isinstance(exc, _data_errors()) else f"could not write {output}: {exc.strerror}"
+            ) from None
     typer.echo(text)
 
 
@@ -362,10 +371,15 @@ def evaluate(
 
     try:
         result = evaluate_checkpoint(checkpoint, split=split, data_root=data_root, batch_size=batch_size, device=device)
-    except (ValueError, *_data_errors()) as exc:
+    except _data_errors() as exc:  # a missing file or dataset (2), a corrupt one (1)
         raise fail(exc) from None
+    except ValueError as exc:  # an unknown split or device
+        raise fail(exc, EXIT_USAGE) from None
     if out:
-        write_json_atomic(out, result)
+        try:
+            write_json_atomic(out, result)
+        except _data_errors() as exc:
+            raise fail(exc) from None
     where = f"{result['dataset']}/{result['split']}"
     typer.echo(f"{result['arch']} on {where} (epoch {result['epoch']}): top1 {result['top1']:.4f}")
 

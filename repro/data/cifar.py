@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -10,9 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from repro.data.base import ArrayImageDataset
-from repro.data.errors import DatasetError, layout_error, require_file
+from repro.data.errors import file_error, layout_error, require_file
 from repro.data.paths import require_root
 from repro.data.registry import DatasetSpec, register_dataset
+from repro.data.safe_pickle import ForbiddenGlobalError, PickleFileError, load_data_pickle
 
 
 @dataclass(frozen=True)
@@ -58,14 +58,35 @@ CIFAR100 = CifarLayout(
 
 
 def _load_pickle(path: Path, spec: CifarLayout) -> dict:
+    """A batch or meta file through the restricted unpickler: plain data only, never code (see :mod:`safe_pickle`)."""
     require_file(spec.name, path, spec.layout, spec.source)
     try:
-        with path.open("rb") as handle:
-            return pickle.load(handle, encoding="latin1")
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as err:
-        raise layout_error(
-            spec.name, f"{path} is truncated or not a CIFAR pickle ({err})", spec.layout, spec.source
-        ) from None
+        entry = load_data_pickle(path)
+    except ForbiddenGlobalError as err:
+        raise file_error(spec.name, f"{path} is not a CIFAR file: {err.problem}", spec.layout, spec.source) from None
+    except PickleFileError as err:
+        raise file_error(spec.name, f"{path} {err.problem}", spec.layout, spec.source) from None
+    if not isinstance(entry, dict):
+        raise file_error(spec.name, f"{path} holds a {type(entry).__name__}, not a dict", spec.layout, spec.source)
+    return entry
+
+
+def _field(path: Path, spec: CifarLayout, field: str, problem: str):
+    return file_error(spec.name, f"{path}: field {field!r} {problem}", spec.layout, spec.source)
+
+
+def _labels(entry: dict, path: Path, spec: CifarLayout) -> np.ndarray:
+    labels = entry[spec.label_key]
+    if isinstance(labels, np.ndarray):
+        labels = labels.tolist()
+    if not isinstance(labels, list) or not all(
+        isinstance(v, int | np.integer) and not isinstance(v, bool) for v in labels
+    ):
+        raise _field(path, spec, spec.label_key, "is not a list of integers")
+    array = np.asarray(labels, dtype=np.int64).reshape(-1)
+    if array.size and (array.min() < 0 or array.max() >= spec.num_classes):
+        raise _field(path, spec, spec.label_key, f"has labels outside 0..{spec.num_classes - 1}")
+    return array
 
 
 def data_dir(root: Path, spec: CifarLayout) -> Path:
@@ -83,28 +104,26 @@ def read_split(directory: Path, split: str, spec: CifarLayout) -> tuple[np.ndarr
     for file_name in spec.train_files if split == "train" else spec.test_files:
         path = directory / file_name
         entry = _load_pickle(path, spec)
-        if not isinstance(entry, dict) or "data" not in entry or spec.label_key not in entry:
-            raise layout_error(spec.name, f"{path} lacks 'data' or '{spec.label_key}'", spec.layout, spec.source)
-        data = np.asarray(entry["data"], dtype=np.uint8)
-        if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) != len(entry[spec.label_key]):
-            raise layout_error(
-                spec.name, f"{path} has data of shape {data.shape}, not (N, 3072)", spec.layout, spec.source
-            )
+        for key in ("data", spec.label_key):
+            if key not in entry:
+                raise _field(path, spec, key, "is missing")
+        data = entry["data"]
+        if not isinstance(data, np.ndarray) or data.dtype != np.uint8:
+            kind = f"{data.dtype} array" if isinstance(data, np.ndarray) else type(data).__name__
+            raise _field(path, spec, "data", f"is a {kind}, not a uint8 array")
+        file_labels = _labels(entry, path, spec)
+        if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) != len(file_labels):
+            raise _field(path, spec, "data", f"has shape {data.shape}, not ({len(file_labels)}, 3072) for its labels")
         images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
-        labels.extend(entry[spec.label_key])
-    meta = _load_pickle(directory / spec.meta_file, spec)
-    classes = list(meta.get(spec.names_key, [])) if isinstance(meta, dict) else []
+        labels.append(file_labels)
+    meta_path = directory / spec.meta_file
+    meta = _load_pickle(meta_path, spec)
+    classes = meta.get(spec.names_key)
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        raise _field(meta_path, spec, spec.names_key, "is missing or not a list of names")
     if len(classes) != spec.num_classes:
-        raise layout_error(
-            spec.name,
-            f"{directory / spec.meta_file} lists {len(classes)} classes, expected {spec.num_classes}",
-            spec.layout,
-            spec.source,
-        )
-    label_array = np.asarray(labels, dtype=np.int64)
-    if label_array.size and (label_array.min() < 0 or label_array.max() >= spec.num_classes):
-        raise DatasetError(f"{spec.name}: labels outside 0..{spec.num_classes - 1} in {directory}")
-    return np.concatenate(images), label_array, classes
+        raise _field(meta_path, spec, spec.names_key, f"lists {len(classes)} classes, expected {spec.num_classes}")
+    return np.concatenate(images), np.concatenate(labels), list(classes)
 
 
 def build(root: Path, split: str, transform=None, *, spec: CifarLayout) -> ArrayImageDataset:

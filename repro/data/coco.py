@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset
 
 from repro.data.base import load_rgb
-from repro.data.errors import DatasetError, layout_error, require_dir, require_file
-from repro.data.paths import require_root
+from repro.data.errors import DataFileError, DatasetError, file_error, require_dir, require_file
+from repro.data.paths import require_root, safe_relative_path
 from repro.data.registry import DatasetSpec, register_dataset
 
 # The 8 classes of the SAP detection experiments (reference_spec §4.2, quirk B24), in COCO category-id order.
@@ -29,6 +31,99 @@ def coco_layout(name: str) -> str:
     return f"{images} and <root>/{name}/annotations/instances_{{train,val}}2017.json"
 
 
+BOX_TOLERANCE_PX = 1.0
+"""How far a box may reach past the image border (COCO boxes come from polygons and can exceed it by rounding)."""
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+OUT_OF_IMAGE = ("error", "drop")
+
+
+def validate_coco(data: Any, path: Path, name: str = "coco", *, out_of_image: str = "error") -> None:
+    """Check a COCO annotation file against the schema the reader relies on, before anything uses it.
+
+    Images need an integer ``id`` (unique), positive ``width``/``height`` and a relative ``file_name`` inside the
+    image folder; categories an integer ``id`` (unique) and a ``name``; annotations an ``image_id`` and
+    ``category_id`` that exist, and a ``bbox`` of four finite numbers ``[x, y, w, h]`` with ``w, h >= 0`` inside the
+    image (up to :data:`BOX_TOLERANCE_PX`; ``out_of_image='drop'`` accepts boxes outside it, which the reader then
+    leaves out as MMDetection does). The first violation raises :class:`DataFileError` naming the file, the record
+    and the field.
+    """
+    layout = coco_layout(name)
+
+    def fail(record: str, field: str, problem: str) -> DataFileError:
+        return file_error(name, f"{path}: {record}: field {field!r} {problem}", layout, COCO_SOURCE)
+
+    if not isinstance(data, dict):
+        raise file_error(name, f"{path} holds a JSON {type(data).__name__}, not an object", layout, COCO_SOURCE)
+    for key in ("images", "annotations", "categories"):
+        if key not in data:
+            raise fail("top level", key, "is missing")
+        if not isinstance(data[key], list):
+            raise fail("top level", key, f"is a {type(data[key]).__name__}, not a list")
+    categories: set[int] = set()
+    for i, cat in enumerate(data["categories"]):
+        record = f"categories[{i}]"
+        if not isinstance(cat, dict):
+            raise fail(record, "(record)", "is not an object")
+        if not _is_int(cat.get("id")):
+            raise fail(record, "id", f"is {cat.get('id')!r}, not an integer")
+        if cat["id"] in categories:
+            raise fail(record, "id", f"repeats category id {cat['id']}")
+        if not isinstance(cat.get("name"), str):
+            raise fail(record, "name", "is missing or not a string")
+        categories.add(cat["id"])
+    sizes: dict[int, tuple[float, float]] = {}
+    for i, img in enumerate(data["images"]):
+        record = f"images[{i}]"
+        if not isinstance(img, dict):
+            raise fail(record, "(record)", "is not an object")
+        if not _is_int(img.get("id")):
+            raise fail(record, "id", f"is {img.get('id')!r}, not an integer")
+        record = f"images[{i}] (id {img['id']})"
+        if img["id"] in sizes:
+            raise fail(record, "id", "repeats an image id")
+        for field in ("width", "height"):
+            if not _is_number(img.get(field)) or img[field] <= 0:
+                raise fail(record, field, f"is {img.get(field)!r}, not a positive number")
+        if not safe_relative_path(img.get("file_name")):
+            raise fail(record, "file_name", f"is {img.get('file_name')!r}, not a relative path inside the image folder")
+        sizes[img["id"]] = (img["width"], img["height"])
+    for i, ann in enumerate(data["annotations"]):
+        record = f"annotations[{i}]"
+        if not isinstance(ann, dict):
+            raise fail(record, "(record)", "is not an object")
+        record = f"annotations[{i}] (id {ann.get('id')!r})"
+        if not _is_int(ann.get("image_id")) or ann["image_id"] not in sizes:
+            raise fail(record, "image_id", f"is {ann.get('image_id')!r}, not the id of an image of the file")
+        if not _is_int(ann.get("category_id")) or ann["category_id"] not in categories:
+            raise fail(record, "category_id", f"is {ann.get('category_id')!r}, not the id of a category of the file")
+        bbox = ann.get("bbox")
+        if not isinstance(bbox, list) or len(bbox) != 4 or not all(_is_number(v) for v in bbox):
+            raise fail(record, "bbox", f"is {bbox!r}, not four finite numbers [x, y, w, h]")
+        x, y, w, h = bbox
+        if w < 0 or h < 0:
+            raise fail(record, "bbox", f"is {bbox!r}: negative width or height")
+        width, height = sizes[ann["image_id"]]
+        tol = BOX_TOLERANCE_PX
+        outside = x < -tol or y < -tol or x + w > width + tol or y + h > height + tol
+        if outside and out_of_image == "error":
+            raise fail(record, "bbox", f"is {bbox!r}: outside the {width}x{height} image {ann['image_id']}")
+        if "area" in ann and (not _is_number(ann["area"]) or ann["area"] < 0):
+            raise fail(record, "area", f"is {ann['area']!r}, not a number >= 0")
+        if "iscrowd" in ann and ann["iscrowd"] not in (0, 1):
+            raise fail(record, "iscrowd", f"is {ann['iscrowd']!r}, not 0 or 1")
+        if "ignore" in ann and ann["ignore"] not in (0, 1):
+            raise fail(record, "ignore", f"is {ann['ignore']!r}, not 0 or 1")
+
+
 def _empty_boxes() -> torch.Tensor:
     return torch.zeros((0, 4), dtype=torch.float32)
 
@@ -41,6 +136,9 @@ class CocoDetection(Dataset):
     (crowd boxes), ``image_id`` and ``orig_size`` (h, w). Annotations are kept or dropped as MMDetection 2.x does;
     with ``filter_empty`` (the training default), images without a box of the chosen classes, or with a side under
     ``min_size``, are skipped. ``classes`` selects categories by name, in the file's category order.
+
+    The file is validated first (:func:`validate_coco`): a box outside its image is an error unless
+    ``out_of_image='drop'``, which keeps MMDetection's behaviour of silently leaving such boxes out.
     """
 
     def __init__(
@@ -54,7 +152,11 @@ class CocoDetection(Dataset):
         transform: Callable | None = None,
         label_offset: int = 0,
         name: str = "coco",
+        out_of_image: str = "error",
     ) -> None:
+        if out_of_image not in OUT_OF_IMAGE:
+            raise DatasetError(f"{name}: out_of_image must be one of {OUT_OF_IMAGE}, got {out_of_image!r}")
+        self.out_of_image = out_of_image
         self.image_dir = Path(image_dir)
         self.ann_file = Path(ann_file)
         self.transform = transform
@@ -90,15 +192,14 @@ class CocoDetection(Dataset):
 
     def _load(self, name: str) -> dict:
         try:
-            with self.ann_file.open() as handle:
+            with self.ann_file.open("rb") as handle:
                 data = json.load(handle)
-        except json.JSONDecodeError as err:
-            raise layout_error(
-                name, f"{self.ann_file} is truncated or not JSON ({err})", coco_layout(name), COCO_SOURCE
-            ) from None
-        missing = [key for key in ("images", "annotations", "categories") if key not in data]
-        if missing:
-            raise layout_error(name, f"{self.ann_file} lacks {missing}", coco_layout(name), COCO_SOURCE)
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
+            raise file_error(
+                name, f"{self.ann_file} is truncated or not JSON ({type(err).__name__}: {err})", coco_layout(name),
+                COCO_SOURCE,
+            ) from None  # fmt: skip
+        validate_coco(data, self.ann_file, name, out_of_image=self.out_of_image)
         return data
 
     def __len__(self) -> int:

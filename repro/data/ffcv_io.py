@@ -93,7 +93,7 @@ def write_beton(
         "fingerprint": fingerprint,
     }
     sidecar = path.with_name(path.name + ".json")
-    if path.is_file() and sidecar.is_file() and json.loads(sidecar.read_text()) == info:
+    if path.is_file() and read_sidecar(sidecar) == info:
         return path
     if len(dataset) == 0:
         raise DatasetError(f"cannot write {path}: the dataset is empty")
@@ -115,6 +115,16 @@ def write_beton(
             raise DatasetError(f"cannot write {path}: sample {index} failed to load while writing")
     write_json_atomic(sidecar, info)
     return path
+
+
+def read_sidecar(sidecar: Path) -> dict | None:
+    """The options a ``.beton`` was written with (``<beton>.json``), or None when the file is absent or unreadable
+    (the ``.beton`` is then written again)."""
+    try:
+        info = json.loads(sidecar.read_bytes())
+    except (OSError, ValueError, RecursionError):
+        return None
+    return info if isinstance(info, dict) else None
 
 
 def decoder_for(recipe: Augmentation, image_size: int, train: bool, seed: int):

@@ -39,12 +39,20 @@ def require_positive(name: str, options: Mapping[str, Any], *keys: str, minimum:
 
 
 def read_meta(dataset_dir: Path) -> dict | None:
-    """The parameters a generated dataset was written with, or None when it is absent or incomplete."""
+    """The parameters a generated dataset was written with, or None when it is absent, incomplete or not ours
+    (not a JSON object naming the dataset and its format version): such a dataset is written again."""
     path = dataset_dir / META_FILE
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        meta = json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError):
         return None
+    if (
+        not isinstance(meta, dict)
+        or meta.get("name") != dataset_dir.name
+        or meta.get("format_version") != FORMAT_VERSION
+    ):
+        return None
+    return meta
 
 
 def require_generated(dataset_dir: Path, name: str) -> dict:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import Any
 
 from repro.data.errors import DatasetError
 
@@ -49,3 +50,12 @@ def require_root(root: Path, name: str) -> Path:
             f"or set data.root in {PARAMS_FILE}"
         )
     return root
+
+
+def safe_relative_path(value: Any) -> bool:
+    """Whether ``value`` (a path read from an annotation file) is a non-empty relative POSIX path that stays inside
+    its folder: not absolute, no ``..``, no backslash or NUL."""
+    if not isinstance(value, str) or not value or "\\" in value or "\0" in value:
+        return False
+    path = PurePosixPath(value)
+    return not path.is_absolute() and ".." not in path.parts

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from repro.data.base import ArrayImageDataset
-from repro.data.errors import layout_error, require_file
+from repro.data.errors import file_error, layout_error, require_file
 from repro.data.paths import require_root
 from repro.data.registry import DatasetSpec, register_dataset
 
@@ -34,20 +34,18 @@ def read_split(directory: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     y_path = require_file(NAME, directory / f"{split}_y.bin", LAYOUT, SOURCE)
     x_size = x_path.stat().st_size
     if x_size % RECORD:
-        raise layout_error(
-            NAME, f"{x_path} is truncated ({x_size} bytes is not a multiple of {RECORD})", LAYOUT, SOURCE
-        )
+        raise file_error(NAME, f"{x_path} is truncated ({x_size} bytes is not a multiple of {RECORD})", LAYOUT, SOURCE)
     labels = np.fromfile(y_path, dtype=np.uint8).astype(np.int64) - 1
     count = x_size // RECORD
     if len(labels) != count:
-        raise layout_error(
+        raise file_error(
             NAME,
             f"{x_path.name} holds {count} images but {y_path.name} {len(labels)} labels (truncated?)",
             LAYOUT,
             SOURCE,
         )
     if labels.size and (labels.min() < 0 or labels.max() >= len(CLASSES)):
-        raise layout_error(NAME, f"{y_path} has labels outside 1..{len(CLASSES)}", LAYOUT, SOURCE)
+        raise file_error(NAME, f"{y_path} has labels outside 1..{len(CLASSES)}", LAYOUT, SOURCE)
     # Stored column-major per channel, as torchvision reads it: (N, C, W, H) -> (N, H, W, C).
     images = np.memmap(x_path, dtype=np.uint8, mode="r", shape=(count, 3, SIDE, SIDE)).transpose(0, 3, 2, 1)
     return images, labels

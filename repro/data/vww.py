@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 from repro.data.base import ImageFileDataset
-from repro.data.errors import DatasetError, layout_error, require_dir, require_file
-from repro.data.paths import require_root
+from repro.data.errors import DatasetError, file_error, require_dir, require_file
+from repro.data.paths import require_root, safe_relative_path
 from repro.data.registry import DatasetSpec, register_dataset
 
 NAME = "vww"
@@ -70,18 +70,21 @@ def read_split(dataset_dir: Path, split: str) -> list[tuple[Path, int]]:
     image_dir = require_dir(NAME, dataset_dir / "all2014", LAYOUT, SOURCE)
     ann_file = require_file(NAME, dataset_dir / "annotations" / f"instances_{split}.json", LAYOUT, SOURCE)
     try:
-        data = json.loads(ann_file.read_text())
+        data = json.loads(ann_file.read_bytes())
         labels: dict[int, int] = {}
         for ann in data["annotations"]:
             labels.setdefault(int(ann["image_id"]), int(ann["category_id"]))
         files = {int(img["id"]): img["file_name"] for img in data["images"]}
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise layout_error(
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError) as err:
+        raise file_error(
             NAME, f"{ann_file} is truncated or not a VWW annotation file ({err!r})", LAYOUT, SOURCE
         ) from None
+    unsafe = next((f for f in files.values() if not safe_relative_path(f)), None)
+    if unsafe is not None:
+        raise file_error(NAME, f"{ann_file}: field 'file_name' {unsafe!r} leaves the image folder", LAYOUT, SOURCE)
     unlabelled = [i for i in files if i not in labels]
     if unlabelled or any(v not in (0, 1) for v in labels.values()):
-        raise layout_error(
+        raise file_error(
             NAME,
             f"{ann_file} is not a VWW annotation file: every image needs one category 0/1 "
             "annotation (these look like raw COCO annotations)",

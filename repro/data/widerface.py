@@ -11,13 +11,16 @@ import torch
 from torch.utils.data import Dataset
 
 from repro.data.base import load_rgb
-from repro.data.errors import DatasetError, layout_error, require_dir, require_file
-from repro.data.paths import require_root
+from repro.data.errors import DataFileError, DatasetError, file_error, require_dir, require_file
+from repro.data.paths import require_root, safe_relative_path
 from repro.data.registry import DatasetSpec, register_dataset
 
 NAME = "widerface"
 DIFFICULTIES = ("easy", "medium", "hard")
 ATTRIBUTES = ("blur", "expression", "illumination", "invalid", "occlusion", "pose")
+ATTRIBUTE_MAX = {"blur": 2, "expression": 1, "illumination": 1, "invalid": 1, "occlusion": 2, "pose": 1}
+"""Largest value of each attribute flag (the ``readme.txt`` of ``wider_face_split.zip``)."""
+FIELDS = ("x", "y", "w", "h", *ATTRIBUTES)
 LAYOUT = (
     "<root>/widerface/WIDER_{train,val}/images/<event>/<image>.jpg, "
     "<root>/widerface/wider_face_split/wider_face_{train,val}_bbx_gt.txt, "
@@ -31,11 +34,12 @@ SOURCE = (
 
 @dataclass(frozen=True)
 class WiderEntry:
-    """One image of an annotation file: its path ``<event>/<name>.jpg`` and ``(N, 10)`` ints
-    ``x y w h blur expression illumination invalid occlusion pose``."""
+    """One image of an annotation file: its path ``<event>/<name>.jpg``, ``(N, 10)`` ints
+    ``x y w h blur expression illumination invalid occlusion pose`` and the line of the path (1-based; 0 if unknown)."""
 
     path: str
     faces: np.ndarray
+    line: int = 0
 
     @property
     def key(self) -> str:
@@ -44,13 +48,21 @@ class WiderEntry:
 
 
 def read_annotations(path: Path, name: str = NAME, layout: str = LAYOUT, source: str = SOURCE) -> list[WiderEntry]:
-    """Parse a ``wider_face_*_bbx_gt.txt`` file (an image with 0 faces is followed by one line of zeros)."""
-    lines = path.read_text().splitlines()
+    """Parse and validate a ``wider_face_*_bbx_gt.txt`` file (an image with 0 faces is followed by one line of zeros).
+
+    Image paths must be relative and stay inside the image folder; counts are integers >= 0; each face line holds
+    integers ``x y w h`` >= 0 and attribute flags within their ranges (:data:`ATTRIBUTE_MAX`). The first violation
+    raises :class:`DataFileError` naming the file, the line and the field.
+    """
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise file_error(name, f"{path} is not a text file ({err})", layout, source) from None
     entries: list[WiderEntry] = []
     i = 0
 
-    def fail(problem: str) -> DatasetError:
-        return layout_error(
+    def fail(problem: str) -> DataFileError:
+        return file_error(
             name, f"{path}:{i + 1}: {problem} (truncated or not a WIDER FACE annotation file)", layout, source
         )
 
@@ -61,6 +73,9 @@ def read_annotations(path: Path, name: str = NAME, layout: str = LAYOUT, source:
             continue
         if not image_path.lower().endswith((".jpg", ".jpeg", ".png")):
             raise fail(f"expected an image path, got {image_path!r}")
+        if not safe_relative_path(image_path):
+            raise fail(f"image path {image_path!r} leaves the image folder")
+        path_line = i + 1
         i += 1
         if i >= len(lines):
             raise fail(f"missing face count after {image_path}")
@@ -68,6 +83,8 @@ def read_annotations(path: Path, name: str = NAME, layout: str = LAYOUT, source:
             count = int(lines[i].strip())
         except ValueError:
             raise fail(f"expected a face count, got {lines[i]!r}") from None
+        if count < 0:
+            raise fail(f"face count {count} of {image_path} is negative")
         i += 1
         rows = []
         for _ in range(max(count, 1)):
@@ -77,12 +94,18 @@ def read_annotations(path: Path, name: str = NAME, layout: str = LAYOUT, source:
             if len(values) < 4:
                 raise fail(f"expected 'x y w h ...', got {lines[i]!r}")
             try:
-                rows.append([int(float(v)) for v in (values + ["0"] * 10)[:10]])
-            except ValueError:
+                row = [int(float(v)) for v in (values + ["0"] * 10)[:10]]
+            except (ValueError, OverflowError):
                 raise fail(f"non-numeric box {lines[i]!r}") from None
+            if count > 0:
+                for field, value in zip(FIELDS, row, strict=True):
+                    limit = ATTRIBUTE_MAX.get(field, 1 << 31)
+                    if not 0 <= value <= limit:
+                        raise fail(f"field {field!r} of a face of {image_path} is {value}, not in 0..{limit}")
+            rows.append(row)
             i += 1
         faces = np.asarray(rows if count > 0 else [], dtype=np.int64).reshape(-1, 10)
-        entries.append(WiderEntry(image_path, faces))
+        entries.append(WiderEntry(image_path, faces, path_line))
     return entries
 
 
@@ -143,6 +166,7 @@ def write_eval_mats(gt_dir: Path, entries: Sequence[WiderEntry], keep: Mapping[s
 def load_eval_sets(gt_dir: Path, name: str = NAME) -> dict[str, dict[str, np.ndarray]]:
     """``{difficulty: {"<event>/<name>": 0-based indices of the faces that count}}`` from the eval tool's .mat files."""
     from scipy.io import loadmat
+    from scipy.io.matlab import MatReadError
 
     sets: dict[str, dict[str, np.ndarray]] = {}
     for difficulty in DIFFICULTIES:
@@ -156,8 +180,8 @@ def load_eval_sets(gt_dir: Path, name: str = NAME) -> dict[str, dict[str, np.nda
                 for j in range(len(files)):
                     indices = np.asarray(gt_list[j][0], dtype=np.int64).reshape(-1) - 1
                     per_image[f"{event}/{files[j][0][0]}"] = indices
-        except (ValueError, KeyError, IndexError, TypeError, OSError) as err:
-            raise layout_error(
+        except (ValueError, KeyError, IndexError, TypeError, OSError, NotImplementedError, MatReadError) as err:
+            raise file_error(
                 name, f"{path} is truncated or not a WIDER FACE eval file ({err!r})", LAYOUT, SOURCE
             ) from None
         sets[difficulty] = per_image
@@ -186,16 +210,20 @@ class WiderFace(Dataset):
     ) -> None:
         self.name, self.split = name, split
         layout = LAYOUT.replace("<root>/widerface", f"<root>/{name}")
+        self.layout, self.source = layout, source
+        self.ann_file: Path | None = None
         self.image_dir = require_dir(name, dataset_dir / f"WIDER_{split}" / "images", layout, source)
         split_dir = dataset_dir / "wider_face_split"
         if split == "test":
             list_file = require_file(name, split_dir / "wider_face_test_filelist.txt", layout, source)
-            paths = [line.strip() for line in list_file.read_text().splitlines() if line.strip()]
+            paths = [line.strip() for line in list_file.read_text(errors="replace").splitlines() if line.strip()]
+            unsafe = next((p for p in paths if not safe_relative_path(p)), None)
+            if unsafe is not None:
+                raise file_error(name, f"{list_file}: image path {unsafe!r} leaves the image folder", layout, source)
             self.entries = [WiderEntry(p, np.zeros((0, 10), dtype=np.int64)) for p in paths]
         else:
-            self.entries = read_annotations(
-                require_file(name, split_dir / f"wider_face_{split}_bbx_gt.txt", layout, source), name, layout, source
-            )
+            self.ann_file = require_file(name, split_dir / f"wider_face_{split}_bbx_gt.txt", layout, source)
+            self.entries = read_annotations(self.ann_file, name, layout, source)
         self.transform = transform
         self.label_offset = label_offset
         self.keep: dict[str, dict[str, np.ndarray]] | None = None
@@ -222,6 +250,23 @@ class WiderFace(Dataset):
                         f"{entry.path}, which has {len(entry.faces)}: annotations and eval files differ"
                     )
 
+    def _check_inside(self, entry: WiderEntry, size: tuple[int, int]) -> None:
+        """A face box that does not overlap its image at all is an error (one reaching past the border is kept, as
+        the official tools keep it)."""
+        width, height = size
+        faces = entry.faces
+        outside = (faces[:, 0] >= width) | (faces[:, 1] >= height)
+        if outside.any():
+            k = int(np.flatnonzero(outside)[0])
+            x, y, w, h = (int(v) for v in faces[k, :4])
+            raise file_error(
+                self.name,
+                f"{self.ann_file}:{entry.line}: face {k + 1} of {entry.path}: field 'x y w h' is {x} {y} {w} {h}, "
+                f"outside the {width}x{height} image",
+                self.layout,
+                self.source,
+            )
+
     def __len__(self) -> int:
         return len(self.entries)
 
@@ -245,7 +290,9 @@ class WiderFace(Dataset):
         return target
 
     def __getitem__(self, index: int):
-        image = load_rgb(self.image_dir / self.entries[index].path)
+        entry = self.entries[index]
+        image = load_rgb(self.image_dir / entry.path)
+        self._check_inside(entry, image.size)
         target = self.target(index)
         if self.transform is not None:
             image, target = self.transform(image, target)

@@ -27,6 +27,10 @@ class TrainingOOMError(TrainingError):
     exit_code = 4
 
 
+class RunDirectoryLockedError(TrainingError):
+    """Another process is writing the run directory (``<out>/.lock`` is held)."""
+
+
 class TrainingInterruptedError(TrainingError):
     """SIGTERM/SIGINT (or a planned stop) ended the run after saving a checkpoint; ``--resume`` continues it."""
 

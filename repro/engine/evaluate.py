@@ -88,19 +88,29 @@ def evaluate_checkpoint(
     num_workers: int = 0,
 ) -> dict[str, Any]:
     """Rebuild the model of a ``repro train`` checkpoint (``checkpoint.pt`` or ``best.pt``); top-1 on ``split``."""
-    from repro.engine.checkpoint import load_checkpoint
+    from repro.engine.checkpoint import CheckpointError, check_training_checkpoint, load_checkpoint, load_model_weights
     from repro.engine.distributed import DistContext, resolve_device
     from repro.engine.loaders import build_eval_loader
     from repro.engine.recipes import recipe_from_dict
     from repro.models import build_model
 
     saved = load_checkpoint(path)
-    config, recipe = saved["config"], recipe_from_dict(saved["recipe"])
+    check_training_checkpoint(saved, path)
+    config = saved["config"]
+    try:
+        recipe = recipe_from_dict(saved["recipe"])
+    except (TypeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"checkpoint {str(path)!r}: field 'recipe' is not a valid recipe ({exc})") from None
     opts = {k: config[k] for k in ("placement",) if config.get(k) is not None}
     if config.get("strict"):
         opts["strict"] = True
-    model = build_model(config["arch"], num_classes=saved["num_classes"], **opts)
-    model.load_state_dict(saved["model"])
+    try:
+        model = build_model(config["arch"], num_classes=saved["num_classes"], **opts)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r}: field 'config.arch' = {config['arch']!r} does not build a model ({exc})"
+        ) from None
+    load_model_weights(model, saved["model"], path)
     ctx = DistContext(device=resolve_device(device))
     model.to(ctx.device)
     loader = build_eval_loader(

@@ -1,86 +1,67 @@
-"""Per-epoch dvclive logs of a run (``metrics.json`` and provenance come from :mod:`repro.utils`)."""
+"""Per-epoch logs of a run in dvclive's layout (``metrics.json`` and provenance come from :mod:`repro.utils`)."""
 
 from __future__ import annotations
 
-import logging
-import os
-import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from repro.utils.atomic import write_json_atomic
+from repro.utils.atomic import write_json_atomic, write_text_atomic
 
-log = logging.getLogger(__name__)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+PLOTS_DIR = Path("plots") / "metrics"
+SUMMARY_NAME = "metrics.json"
 
 
-def inside_dvc_repo(start: str | Path | None = None) -> bool:
-    """Whether ``start`` (default: the working directory) lies in a DVC repository, or DVC runs this process."""
-    if os.environ.get("DVC_ROOT"):
-        return True
-    start = Path(start or Path.cwd()).resolve()
-    return any((folder / ".dvc").is_dir() for folder in (start, *start.parents))
+def _numeric(row: dict[str, Any]) -> dict[str, int | float]:
+    return {k: v for k, v in row.items() if k != "epoch" and isinstance(v, int | float) and not isinstance(v, bool)}
 
 
 class EpochLogger:
-    """Per-epoch metrics in dvclive's layout: ``<dir>/metrics.json`` (latest values) and ``<dir>/plots/metrics/*.tsv``.
+    """Per-epoch metrics in dvclive's layout: ``<dir>/metrics.json`` (latest values and ``step``) and
+    ``<dir>/plots/metrics/<metric>.tsv`` (``step<TAB><metric>`` rows), which ``dvc metrics`` / ``dvc plots`` read.
 
-    Inside a DVC repository (or a ``dvc exp run``) the files are written by :class:`dvclive.Live`; elsewhere the same
-    files are written directly, because dvclive would otherwise run ``dvc init`` in an enclosing git repository.
-    The logger is rebuilt from the full history on every (re)start, so an interrupted and resumed run ends with the
-    same files as an uninterrupted one. No ``dvc.yaml`` is written: declare ``<dir>/metrics.json`` as metrics and
-    ``<dir>/plots/metrics`` as plots in the pipeline so that ``dvc exp show`` and ``dvc plots show`` find them.
+    Every file is rewritten whole through :mod:`repro.utils.atomic` after each epoch (dvclive itself appends to its
+    TSV files, which a kill can leave torn), and the logger is rebuilt from the run's full history on every
+    (re)start, so an interrupted and resumed run ends with the same files as an uninterrupted one. No ``dvc.yaml``
+    is written: declare ``<dir>/metrics.json`` as metrics and ``<dir>/plots/metrics`` as plots in the pipeline.
     """
 
     def __init__(self, directory: str | Path, history: Iterable[dict[str, Any]] = (), enabled: bool = True):
         self.directory = Path(directory)
         self.enabled = enabled
-        self.live = None
-        self._summary: dict[str, Any] = {}
+        self._rows: list[tuple[int, dict[str, int | float]]] = []
         if not enabled:
             return
-        if self.directory.exists():
-            shutil.rmtree(self.directory)
-        if inside_dvc_repo():
-            from dvclive import Live
+        self._rows = [(int(row["epoch"]), _numeric(row)) for row in history]
+        self._write()
+        expected = {self._tsv(key) for key in self._keys()} | ({self.directory / SUMMARY_NAME} if self._rows else set())
+        for path in sorted(self.directory.rglob("*")):  # files of an earlier, longer-lived state of this run
+            if path.is_file() and path not in expected:
+                path.unlink()
 
-            logging.getLogger("dvclive").setLevel(logging.WARNING)
-            self.live = Live(dir=str(self.directory), save_dvc_exp=False, dvcyaml=False, report=None)
-        for row in history:
-            self.log(row)
+    def _tsv(self, key: str) -> Path:
+        return self.directory / PLOTS_DIR / f"{key}.tsv"
+
+    def _keys(self) -> list[str]:
+        return list(dict.fromkeys(key for _, values in self._rows for key in values))
+
+    def _write(self) -> None:
+        summary: dict[str, Any] = {}
+        for step, values in self._rows:
+            summary.update(values)
+            summary["step"] = step
+        for key in self._keys():
+            lines = [f"step\t{key}", *(f"{step}\t{values[key]}" for step, values in self._rows if key in values)]
+            write_text_atomic(self._tsv(key), "\n".join(lines) + "\n")
+        if self._rows:
+            write_json_atomic(self.directory / SUMMARY_NAME, summary)
 
     def log(self, row: dict[str, Any]) -> None:
         """Log one epoch's row (``epoch`` plus numeric metrics; other values are skipped)."""
         if not self.enabled:
             return
-        step = int(row["epoch"])
-        values = {
-            k: v for k, v in row.items() if k != "epoch" and isinstance(v, int | float) and not isinstance(v, bool)
-        }
-        if self.live is not None:
-            self.live.step = step
-            for key, value in values.items():
-                self.live.log_metric(key, value)
-            self.live.next_step()
-            return
-        plots = self.directory / "plots" / "metrics"
-        plots.mkdir(parents=True, exist_ok=True)
-        for key, value in values.items():
-            tsv = plots / f"{key}.tsv"
-            new = not tsv.exists()
-            with open(tsv, "a") as handle:
-                if new:
-                    handle.write(f"step\t{key}\n")
-                handle.write(f"{step}\t{value}\n")
-        self._summary.update(values)
-        self._summary["step"] = step
-        write_json_atomic(self.directory / "metrics.json", self._summary)
+        self._rows.append((int(row["epoch"]), _numeric(row)))
+        self._write()
 
     def close(self) -> None:
-        if self.live is not None:
-            self.live.end()
-            self.live = None
+        """Nothing is buffered: every file is complete after each :meth:`log`."""

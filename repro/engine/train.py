@@ -10,12 +10,22 @@ One run writes into ``out_dir``:
   test accuracy of the epoch chosen on validation when ``val_split`` > 0), epochs, wall time, images/s, the full
   configuration, recipe and provenance.
 
+Crash consistency: every file is written atomically, in the order ``checkpoint.pt``, ``best.pt``, ``dvclive/``,
+``metrics.json``, and ``checkpoint.pt`` is the truth the others are rebuilt from. A run killed at any moment (SIGKILL
+included) and continued with ``resume=True`` ends with the same weights, metrics and dvclive files as an uninterrupted
+one: the resumed run repeats the interrupted epoch, rewrites ``best.pt`` when the kill fell between the checkpoint and
+it, rebuilds ``dvclive/`` from the checkpoint's history and removes temporary files and a ``metrics.json`` that do
+not belong to the checkpoint. One process at a time writes a run directory (:func:`repro.utils.locks.directory_lock`
+on ``<out>/.lock``, released by the kernel when the process dies); a second one is refused with
+:class:`~repro.engine.errors.RunDirectoryLockedError`.
+
 Distributed: ``torchrun --nproc_per_node N -m repro.cli train ...`` runs DDP (gloo on CPU, NCCL on CUDA); the
 recipe's batch size is the global batch, split evenly over the processes; only rank 0 writes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -39,7 +49,9 @@ from repro.engine.checkpoint import (
     CHECKPOINT_FORMAT,
     CheckpointError,
     capture_rng_state,
+    check_training_checkpoint,
     load_checkpoint,
+    load_model_weights,
     restore_rng_state,
     save_checkpoint,
 )
@@ -54,6 +66,7 @@ from repro.engine.distributed import (
 )
 from repro.engine.errors import (
     NonFiniteLossError,
+    RunDirectoryLockedError,
     TrainConfigError,
     TrainingError,
     TrainingInterruptedError,
@@ -67,7 +80,8 @@ from repro.engine.schedule import epochs_to_run, lr_at, set_lr
 from repro.engine.seed import seed_everything, set_deterministic
 from repro.records.runs import RunRecord
 from repro.utils.amp import autocast
-from repro.utils.atomic import write_json_atomic
+from repro.utils.atomic import AtomicWriteError, remove_stale_temporaries, write_json_atomic
+from repro.utils.locks import DirectoryLockedError, directory_lock
 from repro.utils.provenance import provenance
 
 log = logging.getLogger(__name__)
@@ -301,8 +315,7 @@ def _per_process(value: int, ctx: DistContext, what: str) -> int:
 
 
 def _check_resume(saved: dict[str, Any], config: TrainConfig, ctx: DistContext, path: Path) -> None:
-    if saved.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} has checkpoint format {saved.get('format')!r}, expected {CHECKPOINT_FORMAT}")
+    check_training_checkpoint(saved, path)
     old = saved["config"]
     diffs = [f"{k}: {old.get(k)!r} -> {getattr(config, k)!r}" for k in RESUME_KEYS if old.get(k) != getattr(config, k)]
     if saved.get("world_size", 1) != ctx.world_size:
@@ -406,27 +419,75 @@ class _Run:
                 f"{self.out} already holds a run ({CHECKPOINT_NAME}); pass --resume to continue it, or choose another "
                 "--out (or delete the directory) to start afresh"
             )
-        if config.resume and self.ckpt_path.is_file():
+        resumed = config.resume and self.ckpt_path.is_file()
+        if resumed:
             self._load()
         elif config.resume:
             log.info("no checkpoint at %s: starting a new run", self.ckpt_path)
+        if ctx.is_main:
+            self._tidy(resumed)
         self.logger = EpochLogger(self.out / "dvclive", self.history, enabled=ctx.is_main)
 
     def _load(self) -> None:
         saved = load_checkpoint(self.ckpt_path, map_location="cpu")
         _check_resume(saved, self.config, self.ctx, self.ckpt_path)
-        self.core.load_state_dict(saved["model"])
-        self.optimizer.load_state_dict(saved["optimizer"])
-        self.history = list(saved["history"])
-        self.epoch, self.step = int(saved["epoch"]), int(saved["step"])
-        self.partial = dict(saved["partial"][self.ctx.rank])
-        self.train_images = int(saved["train_images"])
-        self.train_time = float(saved["train_time_s"])
-        self.elapsed_before = float(saved["wall_time_s"])
-        self.rng_resume = saved["rng"][self.ctx.rank]
-        if saved.get("epoch_start_rng"):
-            self.epoch_start_rng = saved["epoch_start_rng"][self.ctx.rank]
+        if saved["num_classes"] != self.num_classes:
+            raise CheckpointError(
+                f"checkpoint {str(self.ckpt_path)!r}: field 'num_classes' is {saved['num_classes']}, but this run "
+                f"has {self.num_classes} classes"
+            )
+        load_model_weights(self.core, saved["model"], self.ckpt_path)
+        try:
+            self.optimizer.load_state_dict(saved["optimizer"])
+            self.history = list(saved["history"])
+            self.epoch, self.step = int(saved["epoch"]), int(saved["step"])
+            self.partial = dict(saved["partial"][self.ctx.rank])
+            self.train_images = int(saved["train_images"])
+            self.train_time = float(saved["train_time_s"])
+            self.elapsed_before = float(saved["wall_time_s"])
+            self.rng_resume = saved["rng"][self.ctx.rank]
+            if saved.get("epoch_start_rng"):
+                self.epoch_start_rng = saved["epoch_start_rng"][self.ctx.rank]
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+            raise CheckpointError(
+                f"checkpoint {str(self.ckpt_path)!r} cannot be resumed: field {type(exc).__name__}: "
+                f"{' '.join(str(exc).split())[:200]}; it was not written by this version of `repro train`"
+            ) from None
         log.info("resuming %s at epoch %d step %d", self.ckpt_path, self.epoch + 1, self.step)
+
+    def _tidy(self, resumed: bool) -> None:
+        """Bring the run directory in line with the checkpoint before training (main process only).
+
+        Removes temporary files of writes that a kill interrupted, a ``metrics.json`` that does not describe the
+        checkpoint (a finished run's results stay until they are rewritten) and, for a new run, the ``best.pt`` of an
+        earlier one; rewrites ``best.pt`` when the run was killed after the checkpoint of its best epoch but
+        before ``best.pt``.
+        """
+        for path in remove_stale_temporaries(self.out):
+            log.info("removed %s, left by an interrupted write", path)
+        if not resumed or self.epoch < self.last_epoch:
+            (self.out / METRICS_NAME).unlink(missing_ok=True)
+        if not resumed:
+            (self.out / BEST_NAME).unlink(missing_ok=True)
+        elif self.history and self.step == 0:
+            self._reconcile_best()
+
+    def _reconcile_best(self) -> None:
+        best = max(self.history, key=lambda r: r["test_acc"])
+        path = self.out / BEST_NAME
+        try:
+            recorded = load_checkpoint(path).get("epoch") if path.is_file() else None
+        except CheckpointError:
+            recorded = None
+        if recorded == best["epoch"]:
+            return
+        if best["epoch"] == self.epoch:  # the checkpoint holds the best epoch's weights
+            log.info("rewriting %s for epoch %d (the run was interrupted before it was written)", path, self.epoch)
+            self._write_best(best)
+        else:
+            log.warning(
+                "%s holds epoch %s but the best epoch is %d; it cannot be rebuilt", path, recorded, best["epoch"]
+            )
 
     # -- checkpoints ------------------------------------------------------------------------------------------------
 
@@ -461,16 +522,19 @@ class _Run:
         """Keep the weights of the first epoch that reaches the best test accuracy (the SAP ``best`` rule)."""
         previous = max((r["test_acc"] for r in self.history[:-1]), default=-1.0)
         if self.ctx.is_main and row["test_acc"] > previous:
-            state = {
-                "format": CHECKPOINT_FORMAT,
-                "config": self.config.to_dict(),
-                "recipe": self.recipe.to_dict(),
-                "num_classes": self.num_classes,
-                "epoch": row["epoch"],
-                "test_acc": row["test_acc"],
-                "model": self.core.state_dict(),
-            }
-            save_checkpoint(self.out / BEST_NAME, state)
+            self._write_best(row)
+
+    def _write_best(self, row: dict[str, Any]) -> None:
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "config": self.config.to_dict(),
+            "recipe": self.recipe.to_dict(),
+            "num_classes": self.num_classes,
+            "epoch": row["epoch"],
+            "test_acc": row["test_acc"],
+            "model": self.core.state_dict(),
+        }
+        save_checkpoint(self.out / BEST_NAME, state)
 
     # -- training ---------------------------------------------------------------------------------------------------
 
@@ -739,13 +803,32 @@ def train(config: TrainConfig) -> dict[str, Any]:
     :class:`~repro.engine.errors.TrainingInterruptedError` or :class:`~repro.engine.errors.TrainConfigError`.
     """
     ctx = setup_distributed(config.device)
-    run = _Run(config, ctx)
     try:
-        run.setup()
-        return run.run()
+        with _run_directory_lock(config.out_dir, ctx):
+            run = _Run(config, ctx)
+            try:
+                run.setup()
+                return run.run()
+            finally:
+                run.close()
     finally:
-        run.close()
         cleanup_distributed(ctx)
+
+
+@contextlib.contextmanager
+def _run_directory_lock(out_dir: str, ctx: DistContext) -> Iterator[None]:
+    """The main process locks ``out_dir`` for the whole run; every process fails together when it is taken."""
+    with contextlib.ExitStack() as stack:
+        refusal = None
+        if ctx.is_main:
+            try:
+                stack.enter_context(directory_lock(out_dir, what="`repro train`"))
+            except DirectoryLockedError as exc:
+                refusal = str(exc)
+        refusal = next((r for r in gather_objects(refusal, ctx) if r), None)
+        if refusal:
+            raise RunDirectoryLockedError(f"{refusal}; nothing was changed")
+        yield
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -803,7 +886,7 @@ def launch(config: TrainConfig, nproc_per_node: int) -> int:
 
 def _print_error(exc: BaseException) -> None:
     if int(os.environ.get("RANK", "0")) == 0:
-        print(f"error: {exc}", file=sys.stderr)
+        print("error: " + " ".join(str(exc).split()), file=sys.stderr)
 
 
 def run_and_report(config: TrainConfig) -> int:
@@ -813,12 +896,15 @@ def run_and_report(config: TrainConfig) -> int:
     except (TrainingError, CheckpointError) as exc:
         _print_error(exc)
         return getattr(exc, "exit_code", 1)
+    except AtomicWriteError as exc:  # disk full, read-only run directory: the message names the file
+        _print_error(exc)
+        return 1
     except Exception as exc:
         from repro.data import DatasetError
 
         if isinstance(exc, DatasetError | ValueError):  # bad arch, dataset, device: the messages name the fix
             _print_error(exc)
-            return 2
+            return getattr(exc, "exit_code", 2)
         raise
     if int(os.environ.get("RANK", "0")) == 0:
         status = "done" if metrics["complete"] else "stopped (resume with --resume)"

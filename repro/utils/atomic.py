@@ -13,6 +13,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -24,14 +25,22 @@ __all__ = [
     "atomic_directory",
     "atomic_open",
     "atomic_path",
+    "remove_stale_temporaries",
     "write_bytes_atomic",
+    "write_error",
     "write_json_atomic",
     "write_text_atomic",
 ]
 
+# The temporary files of :func:`atomic_path`: ``.<target name>.<8 random characters>.tmp[<suffix>]``.
+_TEMPORARY = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+)?$")
+
 
 class AtomicWriteError(OSError):
     """A file could not be written; the previous version of it (if any) is intact."""
+
+    def __str__(self) -> str:
+        return self.strerror or super().__str__()
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -53,10 +62,37 @@ def _new_file_mode(path: Path) -> int:
         return 0o666 & ~umask
 
 
-def _error(path: Path, exc: OSError) -> AtomicWriteError:
+def write_error(path: str | os.PathLike, exc: OSError) -> AtomicWriteError:
+    """The error to raise when writing ``path`` failed with ``exc``: what happened, where, and what was kept."""
+    path = Path(path)
     what = "no space left on the device" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
-    kept = "the previous file is intact" if path.exists() else "nothing was written"
+    kept = "the previous file is intact" if path.is_file() else "nothing was written"
     return AtomicWriteError(exc.errno or 0, f"could not write {path}: {what}; {kept}")
+
+
+def _os_error_behind(exc: BaseException) -> OSError | None:
+    """``exc`` when it is an ``OSError``, or the ``OSError`` behind a library's ``RuntimeError`` (``torch.save``
+    reports a full disk as ``RuntimeError: [enforce fail ...] unexpected pos``, raised while handling it)."""
+    if isinstance(exc, OSError):
+        return exc
+    inner = exc.__cause__ or exc.__context__
+    if isinstance(exc, RuntimeError) and isinstance(inner, OSError) and inner.errno:
+        return inner
+    return None
+
+
+@contextlib.contextmanager
+def _write_errors(path: Path) -> Iterator[None]:
+    """Re-raise a failed write (an ``OSError``, or another exception caused by one) as :class:`AtomicWriteError`."""
+    try:
+        yield
+    except AtomicWriteError:
+        raise
+    except Exception as exc:
+        cause = _os_error_behind(exc)
+        if cause is None:
+            raise
+        raise write_error(path, cause) from exc
 
 
 @contextlib.contextmanager
@@ -67,21 +103,22 @@ def atomic_path(path: str | os.PathLike, *, suffix: str = "") -> Iterator[Path]:
     extension that such writers look at (``.png``).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{suffix}")
-    os.fchmod(fd, _new_file_mode(path))  # mkstemp creates 0600; a result file should be as readable as any other
-    os.close(fd)
-    tmp = Path(name)
+    tmp: Path | None = None
     try:
-        yield tmp
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except OSError as exc:
-        raise _error(path, exc) from exc
+        with _write_errors(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{suffix}")
+            os.fchmod(fd, _new_file_mode(path))  # mkstemp creates 0600; a result file is as readable as any other
+            os.close(fd)
+            tmp = Path(name)
+            yield tmp
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+            _fsync_dir(path.parent)
     finally:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -91,13 +128,9 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iter
         raise ValueError(f"atomic_open writes whole files: mode must be 'w' or 'wb', got {mode!r}")
     if mode == "w":
         kwargs.setdefault("encoding", "utf-8")
-    with atomic_path(path) as tmp:
-        try:
-            with open(tmp, mode, **kwargs) as handle:
-                yield handle
-                handle.flush()
-        except OSError as exc:
-            raise _error(Path(path), exc) from exc
+    with atomic_path(path) as tmp, open(tmp, mode, **kwargs) as handle:
+        yield handle
+        handle.flush()
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
@@ -117,24 +150,42 @@ def write_json_atomic(path: str | os.PathLike, obj: Any, *, default: Callable[[A
     return write_text_atomic(path, json.dumps(obj, indent=2, default=default) + "\n")
 
 
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that writers killed mid-write (SIGKILL, power loss) left in ``folder``.
+
+    Call it only while no other process writes ``folder`` (e.g. under :func:`repro.utils.locks.directory_lock`).
+    Returns the removed paths.
+    """
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for entry in folder.iterdir():
+        if _TEMPORARY.match(entry.name) and entry.is_file():
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
+                removed.append(entry)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     """A temporary folder next to ``path`` that replaces ``path`` (a folder) once the block completes; on an
     exception, or a kill before the swap, the previous folder is left as it was."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    tmp: Path | None = None
     old: Path | None = None
     try:
-        yield tmp
-        if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
-            os.replace(path, old / path.name)
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except OSError as exc:
-        raise _error(path, exc) from exc
+        with _write_errors(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+            yield tmp
+            if path.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
+                os.replace(path, old / path.name)
+            os.replace(tmp, path)
+            _fsync_dir(path.parent)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        for folder in (tmp, old):
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
