@@ -159,7 +159,7 @@ def _repro(clone: Path, timeout: float) -> subprocess.CompletedProcess:
 
 @register_family(
     "dvc-repro-kill",
-    default_count=10,
+    default_count=8,
     description="SIGKILL of `dvc repro` (and its stage's process) at a random moment, then `dvc repro` again, in a "
     "reduced clone of the pipeline; the tables must equal an uninterrupted run's",
 )
@@ -189,7 +189,7 @@ def dvc_repro_kill(ctx: FaultContext, count: int) -> list[TrialRecord]:
     for trial in range(1, count + 1):
         t0 = time.perf_counter()
         clone = _reduced_clone(ctx, root, "killed")
-        delay = rng.uniform(0.5, 0.95 * reference_seconds)
+        delay = rng.uniform(0.05, 0.8) * reference_seconds  # the run may be faster than the reference
         process = subprocess.Popen(
             _dvc("repro"),
             cwd=clone,
