@@ -17,7 +17,7 @@ from pathlib import Path
 
 from repro.faults.registry import FaultContext, TrialRecord, register_family
 
-STAGE = "prepare@shapes"
+STAGE = "prepare"
 REFUSALS = ("Unable to acquire lock", "is busy, it is being blocked by")
 
 
