@@ -10,6 +10,7 @@ forward pass; measured memory needs real weights and is opt-in.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -70,7 +71,7 @@ class ModelProfile:
             macs=self.macs,
             attention_macs=self.attention_macs,
             peak_bytes={c: r.peak_bytes for c, r in self.memory.items()},
-            peak_step={c: r.where for c, r in self.memory.items()},
+            peak_step={c: r.where for c, r in self.memory.items() if r.where},
             feature_shapes=None
             if self.feature_shapes is None
             else " ".join(f"{c}x{h}x{w}" for _, (c, h, w) in self.feature_shapes),
@@ -207,6 +208,10 @@ def _config_key(entry: Entry, dtype: str) -> str:
     return json.dumps([entry.arch, entry.num_classes, dict(entry.model_opts), entry.image_size_text, dtype])
 
 
+def _model_key(entry: Entry, dtype: str) -> str:
+    return json.dumps([entry.arch, entry.num_classes, dict(entry.model_opts), dtype])
+
+
 def _error_row(entry: Entry, dtype: str, exc: BaseException) -> ProfileRow:
     message = f"{type(exc).__name__}: {exc}".splitlines()[0]
     return ProfileRow(
@@ -220,26 +225,39 @@ def _error_row(entry: Entry, dtype: str, exc: BaseException) -> ProfileRow:
     )
 
 
-def _profile_config(entry: Entry, dtype: str, conventions: Sequence[str]) -> ProfileRow:
-    """One configuration's row (errors recorded, never raised)."""
+Job = tuple[Entry, str]  # an entry and its dtype
+
+
+def _profile_model_group(jobs: list[Job], conventions: Sequence[str]) -> list[ProfileRow]:
+    """The rows of configurations that differ only in image size: the model is built once (errors recorded)."""
+    first = jobs[0][0]
     try:
-        profile = profile_model(
-            entry.arch,
-            entry.image_size,
-            num_classes=entry.num_classes,
-            opts=entry.model_opts,
-            conventions=conventions,
-            dtype=dtype,
-            id=entry.id,
-        )
-    except Exception as exc:  # one entry's failure (bad name, input too small) is recorded; the others still run
-        return _error_row(entry, dtype, exc)
-    return profile.to_row(entry.id)
+        module = build_profile_model(first.arch, first.num_classes, first.model_opts)
+    except Exception as exc:  # one entry's failure (bad name, bad option) is recorded; the others still run
+        return [_error_row(entry, dtype, exc) for entry, dtype in jobs]
+    rows = []
+    for entry, dtype in jobs:
+        try:
+            profile = profile_model(
+                module,
+                entry.image_size,
+                num_classes=entry.num_classes,
+                opts=entry.model_opts,
+                conventions=conventions,
+                dtype=dtype,
+                id=entry.id,
+            )
+        except Exception as exc:  # e.g. an input too small for the architecture
+            rows.append(_error_row(entry, dtype, exc))
+            continue
+        profile.model = entry.arch
+        rows.append(profile.to_row(entry.id))
+    return rows
 
 
-def _profile_many(jobs: list[tuple[Entry, str]], conventions: Sequence[str]) -> list[ProfileRow]:
+def _profile_groups(groups: list[list[Job]], conventions: Sequence[str]) -> list[list[ProfileRow]]:
     torch.set_num_threads(1)  # meta-device traces are pure Python; threads would only compete
-    return [_profile_config(entry, dtype, conventions) for entry, dtype in jobs]
+    return [_profile_model_group(group, conventions) for group in groups]
 
 
 def profile_entries(
@@ -252,33 +270,31 @@ def profile_entries(
 ) -> list[ProfileRow]:
     """Profile every entry at its image size, in the given order; errors go into the row's ``error`` field.
 
-    Entries with the same configuration (model, classes, options, size, dtype) are traced once. ``dtype`` is a
-    dtype name or a function of the entry (e.g. the registered model's default). ``workers`` > 1 spreads the distinct
-    configurations over that many processes (fork; the rows are identical to a single-process run).
+    Entries with the same configuration (model, classes, options, size, dtype) are traced once, and a model is built
+    once for all its sizes. ``dtype`` is a dtype name or a function of the entry (e.g. the registered model's
+    default). ``workers`` > 1 spreads the models over that many processes (fork; the rows are identical to a
+    single-process run).
     """
     entries = list(entries)
     dtype_of = dtype if callable(dtype) else (lambda _e: dtype)
     dtypes = [dtype_of(e) for e in entries]
-    unique: dict[str, tuple[Entry, str]] = {}
+    unique: dict[str, Job] = {}
     for entry, dt in zip(entries, dtypes):
         unique.setdefault(_config_key(entry, dt), (entry, dt))
-    jobs = list(unique.values())
-    if workers > 1 and len(jobs) > 1 and "fork" in _start_methods():
-        rows = _profile_parallel(jobs, conventions, workers, progress)
+    by_model: dict[str, list[Job]] = {}
+    for job in unique.values():
+        by_model.setdefault(_model_key(*job), []).append(job)
+    groups = list(by_model.values())
+    if workers > 1 and len(groups) > 1 and "fork" in _start_methods():
+        results = _profile_parallel(groups, conventions, workers, progress)
     else:
-        rows = _profile_serial(jobs, conventions, progress)
-    by_key = {key: row for key, row in zip(unique, rows)}
+        results = _profile_serial(groups, conventions, progress)
+    by_key = {_config_key(*job): row for group, rows in zip(groups, results) for job, row in zip(group, rows)}
     out = []
     for entry, dt in zip(entries, dtypes):
         row = by_key[_config_key(entry, dt)]
-        out.append(row if row.entry == entry.id else _renamed(row, entry))
+        out.append(row if row.entry == entry.id else dataclasses.replace(row, entry=entry.id))
     return out
-
-
-def _renamed(row: ProfileRow, entry: Entry) -> ProfileRow:
-    from dataclasses import replace
-
-    return replace(row, entry=entry.id)
 
 
 def _start_methods() -> list[str]:
@@ -290,34 +306,35 @@ def _start_methods() -> list[str]:
 def _bar(total: int, progress: bool):
     from tqdm.auto import tqdm
 
-    return tqdm(
-        total=total, desc="profile", unit="model", disable=not progress or os.environ.get("REPRO_NO_PROGRESS") == "1"
-    )
+    disable = not progress or os.environ.get("REPRO_NO_PROGRESS") == "1"
+    return tqdm(total=total, desc="profile", unit="model", disable=disable)
 
 
-def _profile_serial(jobs, conventions, progress) -> list[ProfileRow]:
-    rows = []
-    with _bar(len(jobs), progress) as bar:
-        for entry, dt in jobs:
-            rows.append(_profile_config(entry, dt, conventions))
+def _profile_serial(groups: list[list[Job]], conventions, progress) -> list[list[ProfileRow]]:
+    results = []
+    with _bar(len(groups), progress) as bar:
+        for group in groups:
+            results.append(_profile_model_group(group, conventions))
             bar.update(1)
-    return rows
+    return results
 
 
-def _profile_parallel(jobs, conventions, workers, progress) -> list[ProfileRow]:
+def _profile_parallel(groups: list[list[Job]], conventions, workers: int, progress) -> list[list[ProfileRow]]:
+    """Groups spread over ``workers`` forked processes in small batches (a process that finishes early takes the
+    next batch), results in the order of ``groups``."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    chunks = [jobs[i::workers] for i in range(workers)]  # interleaved: each worker gets a mix of large and small
+    size = max(1, len(groups) // (8 * workers))
+    batches = [list(range(i, min(i + size, len(groups)))) for i in range(0, len(groups), size)]
     context = multiprocessing.get_context("fork")
-    results: list[list[ProfileRow]] = [[] for _ in chunks]
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool, _bar(len(jobs), progress) as bar:
-        futures = {pool.submit(_profile_many, chunk, tuple(conventions)): i for i, chunk in enumerate(chunks)}
-        for future, index in futures.items():
-            results[index] = future.result()
-            bar.update(len(results[index]))
-    rows: list[ProfileRow] = [None] * len(jobs)  # type: ignore[list-item]
-    for index, chunk_rows in enumerate(results):
-        for position, row in zip(range(index, len(jobs), workers), chunk_rows):
-            rows[position] = row
-    return rows
+    results: list[list[ProfileRow]] = [[] for _ in groups]
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool, _bar(len(groups), progress) as bar:
+        futures = {
+            pool.submit(_profile_groups, [groups[i] for i in batch], tuple(conventions)): batch for batch in batches
+        }
+        for future, batch in futures.items():
+            for index, rows in zip(batch, future.result()):
+                results[index] = rows
+            bar.update(len(batch))
+    return results

@@ -10,7 +10,9 @@ Both are profile-independent: smoke and full give the same numbers.
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import Mapping
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from repro.metrics.cells import cell_values
@@ -42,9 +44,16 @@ def run(
     workers: int = 2,
     progress: bool = False,
 ) -> tuple[list[ProfileRow], list[CellValue]]:
-    """Profile every entry and every cell with a model block; write both files atomically."""
-    rows = profile_entries(entries.values(), dtype=entry_dtype, workers=workers, progress=progress)
+    """Profile every entry and every cell with a model block; write both files atomically. With ``workers`` > 1
+    the cells are computed in a process of their own while the entries are spread over ``workers`` others."""
+    if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
+        with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork")) as pool:
+            cells_job = pool.submit(cell_values, tables)
+            rows = profile_entries(entries.values(), dtype=entry_dtype, workers=workers, progress=progress)
+            values = cells_job.result()
+    else:
+        rows = profile_entries(entries.values(), dtype=entry_dtype, workers=1, progress=progress)
+        values = cell_values(tables)
     write_text_atomic(out, profile_csv_text(rows))
-    values = cell_values(tables)
     write_text_atomic(cells_out, cells_csv_text(values))
     return rows, values
