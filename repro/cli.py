@@ -315,6 +315,22 @@ def evaluate(
     )
 
 
+# -- eval-coco (repro.metrics.coco_eval) --
+@app.command("eval-coco")
+def eval_coco(
+    gt: str = typer.Option(..., "--gt", help="COCO annotation file (instances_*.json layout)."),
+    dets: str = typer.Option(..., "--dets", help="COCO results file: [{image_id, category_id, bbox, score}, ...]."),
+    category: list[str] | None = typer.Option(  # noqa: B008
+        None, "--category", help="Evaluate only this category (name or id); repeatable (e.g. the 8 COCO-8 classes)."
+    ),
+    backend: str = typer.Option("pycocotools", help="pycocotools (reference) or faster-coco-eval (same numbers)."),
+) -> None:
+    """COCO bbox AP, AP50, AP75, APs, APm, APl and per-class AP (pycocotools), printed as one JSON object."""
+    from repro.metrics.coco_eval import cli_eval_coco
+
+    raise typer.Exit(cli_eval_coco(gt, dets, categories=category or [], backend=backend))
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 
