@@ -27,7 +27,8 @@ def inside_dvc_repo(start: str | Path | None = None) -> bool:
 
 
 class EpochLogger:
-    """Per-epoch metrics in dvclive's layout: ``<dir>/metrics.json`` (latest values) and ``<dir>/plots/metrics/*.tsv``.
+    """Per-epoch metrics in dvclive's layout: ``<dir>/metrics.json`` (latest values) and ``<dir>/plots/metrics/*.tsv``,
+    plus custom plots (``<dir>/plots/custom/*.json``, :meth:`log_plot`).
 
     Inside a DVC repository (or a ``dvc exp run``) the files are written by :class:`dvclive.Live`; elsewhere the same
     files are written directly, because dvclive would otherwise run ``dvc init`` in an enclosing git repository.
@@ -79,6 +80,15 @@ class EpochLogger:
         self._summary.update(values)
         self._summary["step"] = step
         write_json_atomic(self.directory / "metrics.json", self._summary)
+
+    def log_plot(self, name: str, rows: list[dict[str, Any]], x: str, y: str, title: str | None = None) -> None:
+        """A custom plot (e.g. a precision-recall curve) as dvclive's ``<dir>/plots/custom/<name>.json``."""
+        if not self.enabled:
+            return
+        if self.live is not None:
+            self.live.log_plot(name, rows, x=x, y=y, template="linear", title=title)
+            return
+        write_json_atomic(self.directory / "plots" / "custom" / f"{name}.json", rows)
 
     def close(self) -> None:
         if self.live is not None:
