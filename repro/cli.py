@@ -331,6 +331,57 @@ def eval_coco(
     raise typer.Exit(cli_eval_coco(gt, dets, categories=category or [], backend=backend))
 
 
+# -- train-detection (repro.engine.train_detection) --
+@app.command("train-detection")
+def train_detection_command(
+    arch: str = typer.Option(..., help="SAP backbone, e.g. resnet18-skip-1222 or mobilenet-skip-2222121."),
+    detector: str = typer.Option("faster_rcnn", help="faster_rcnn, ssd (ssdlite) or yolov3."),
+    recipe: str | None = typer.Option(None, help="Detection recipe (default <detector>-smoke; <detector>-sap: paper)."),
+    dataset: str | None = typer.Option(None, help="COCO-format dataset (default: the recipe's: shapes_det, coco8)."),
+    image_size: str | None = typer.Option(None, help="N, or SHORTxLONG for Faster R-CNN (default: the recipe's)."),
+    out: str = typer.Option("runs/detection", help="Run directory (checkpoint.pt, metrics.json, dvclive/, ...)."),
+    resume: bool = typer.Option(False, help="Continue from <out>/checkpoint.pt."),
+    data_root: str | None = typer.Option(None, help="Data root (default: $REPRO_DATA_ROOT, params.yaml, data/)."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    seed: int = typer.Option(0, help="Random seed."),
+    epochs: int | None = typer.Option(None, help="Override the recipe's epochs."),
+    batch_size: int | None = typer.Option(None, help="Override the recipe's global batch size."),
+    lr: float | None = typer.Option(None, help="Override the recipe's learning rate."),
+    max_steps_per_epoch: int | None = typer.Option(None, help="Cap the steps of each epoch."),
+    eval_max_images: int | None = typer.Option(None, help="Evaluate only the first N test images."),
+    compat_b26: bool = typer.Option(False, help="Reproduce B26: the 1222 anchor/RoI strides (Faster R-CNN)."),
+    compat_b27: bool = typer.Option(False, help="Reproduce B27: the MobileNet 4222121 copy-paste configs."),
+    class_agnostic: bool = typer.Option(False, help="Train and evaluate one 'object' class."),
+    precise_bn: bool | None = typer.Option(None, help="Re-estimate BN statistics before evaluation (recipe default)."),
+) -> None:
+    """Train and evaluate a detector on an SAP backbone; writes COCO metrics, detections and dvclive logs."""
+    from repro.engine.train_detection import cli_train_detection
+
+    raise typer.Exit(
+        cli_train_detection(
+            arch=arch,
+            detector=detector,
+            recipe=recipe,
+            dataset=dataset,
+            image_size=image_size,
+            out_dir=out,
+            resume=resume,
+            data_root=data_root,
+            device=device,
+            seed=seed,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            max_steps_per_epoch=max_steps_per_epoch,
+            eval_max_images=eval_max_images,
+            compat_b26=compat_b26,
+            compat_b27=compat_b27,
+            class_agnostic=class_agnostic,
+            precise_bn=precise_bn,
+        )
+    )
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

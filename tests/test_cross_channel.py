@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from repro.detection.yolov2 import YOLOv2Loss, decode_yolo, detect_yolov2
 from repro.layers import create_pool
 from repro.layers.cross_channel import CondensedConv2d, CrossChannelPool
-from repro.detection.yolov2 import YOLOv2Loss, decode_yolo, detect_yolov2
 from repro.models import build_model
 from repro.models.condensation import TinyYOLOv2
 

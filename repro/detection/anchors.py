@@ -94,14 +94,22 @@ class StridedRoIAlign(MultiScaleRoIAlign):
         self.map_levels = initLevelMapper(k_min, k_max, canonical_scale=self.canonical_scale, canonical_level=k_min + 2)
 
 
-def ssd_default_boxes(stride_multiplier: int = 1, image_size: int = SSD_SIZE) -> DefaultBoxGenerator:
+def ssd_default_boxes(
+    stride_multiplier: int = 1, image_size: int = SSD_SIZE, map_sizes: Sequence[int] | None = None
+) -> DefaultBoxGenerator:
     """SSD default boxes of the SAP SSDlite config (mmdetection ``SSDAnchorGenerator``) as torchvision's generator.
 
     Six boxes per location: sizes ``min_k`` and ``sqrt(min_k min_{k+1})`` plus ``min_k`` at ratios 2, 3 and their
-    inverses; centres ``(j + 0.5) x step_k``. The 2222121/4222121 configs multiply the steps by 2/4. Sizes and steps
-    are defined at 320 px and scale with ``image_size`` (the identity at the official 320).
+    inverses, as fractions of the 320-px input (so they scale with ``image_size``). Centres ``(j + 0.5) x step_k``:
+    at the official 320 px the config's steps (16, 32, 64, 107, 160, 320), multiplied by 2 / 4 in the 2222121 /
+    4222121 configs; at any other size the steps are ``image_size / map_size`` of the real maps (``map_sizes``), which
+    is what the official steps are at 320 for 1222121 (107 is 320 / 3 rounded).
     """
-    scale = image_size / SSD_SIZE
     scales = [m / SSD_SIZE for m in SSD_MIN_SIZES] + [SSD_MAX_SIZE / SSD_SIZE]
-    steps = [stride_multiplier * s * scale for s in SSD_STEPS]
+    if image_size == SSD_SIZE:
+        steps = [stride_multiplier * s for s in SSD_STEPS]
+    elif map_sizes is not None:
+        steps = [image_size / m for m in map_sizes]
+    else:
+        raise ValueError(f"SSD default boxes at {image_size} px need the feature-map sizes (map_sizes)")
     return DefaultBoxGenerator([list(r) for r in SSD_ASPECT_RATIOS], scales=scales, steps=steps)

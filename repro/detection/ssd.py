@@ -8,7 +8,8 @@ default boxes per location (:func:`repro.detection.anchors.ssd_default_boxes`), 
 negatives, smooth-L1 (beta 1), test score 0.02 / NMS 0.45 / 200 per image, 320x320 input without keeping the ratio.
 
 The 2222121 / 4222121 configs multiply the default-box steps by 2 / 4; here the multiplier is the backbone's real
-stride of its last output divided by 32, the same for every official entry.
+stride of its last output divided by 32, the same for every official entry. Away from the official 320 px (smoke
+runs) the boxes are laid on the real feature maps (:func:`repro.detection.anchors.ssd_default_boxes`).
 """
 
 from __future__ import annotations
@@ -69,6 +70,14 @@ class SapSSDBackbone(nn.Module):
         self.out_channels = channels
         self.strides = tuple(body_strides(self.body))
 
+    def map_sizes(self, side: int) -> list[int]:
+        """Side of each of the six maps for a square input (stride-2 3x3 convs with padding 1 round up)."""
+        plan = self.body.spatial_plan.sizes(side)
+        sizes = [plan[name] for name in self.body.feature_info.module_name()]
+        for _ in self.extras:
+            sizes.append(-(-sizes[-1] // 2))
+        return sizes
+
     def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         maps = list(self.body(x))
         for extra in self.extras:
@@ -86,7 +95,7 @@ def build_ssd(arch: str, num_classes: int, image_size: int | tuple[int, int] = S
     backbone = SapSSDBackbone(arch, **build_opts)
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     multiplier = backbone.strides[-1] // 32
-    anchors = ssd_default_boxes(multiplier, image_size=min(size))
+    anchors = ssd_default_boxes(multiplier, image_size=min(size), map_sizes=backbone.map_sizes(min(size)))
     head = SSDLiteHead(backbone.out_channels, anchors.num_anchors_per_location(), num_classes + 1, SSD_NORM)
     for m in head.modules():
         if isinstance(m, nn.Conv2d):

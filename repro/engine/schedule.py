@@ -66,3 +66,12 @@ def linear_warmup(lr: float, iteration: int, warmup_iters: int, warmup_ratio: fl
         return lr
     k = (1.0 - iteration / warmup_iters) * (1.0 - warmup_ratio)
     return lr * (1.0 - k)
+
+
+def scheduled_lr(recipe, epoch: int, step: int = 0, steps_per_epoch: int = 1) -> float:
+    """:func:`lr_at` with the recipe's iteration warm-up (``warmup_iters``, ``warmup_ratio``; detection recipes)."""
+    lr = lr_at(recipe, epoch, step, steps_per_epoch)
+    warmup_iters = getattr(recipe, "warmup_iters", 0)
+    if warmup_iters:
+        lr = linear_warmup(lr, (epoch - 1) * steps_per_epoch + step, warmup_iters, recipe.warmup_ratio)
+    return lr

@@ -66,7 +66,7 @@ from repro.engine.loop import (
 )
 from repro.engine.metrics_io import EpochLogger
 from repro.engine.precise_bn import recompute_bn_stats
-from repro.engine.schedule import linear_warmup, lr_at, set_lr
+from repro.engine.schedule import scheduled_lr, set_lr
 from repro.engine.seed import seed_everything, set_deterministic
 from repro.utils.atomic import write_json_atomic
 from repro.utils.provenance import provenance
@@ -359,9 +359,7 @@ class _DetectionRun:
     # -- training ---------------------------------------------------------------------------------------------------
 
     def _lr(self, epoch: int, step: int) -> float:
-        lr = lr_at(self.recipe, epoch, step, self.steps_per_epoch)
-        iteration = (epoch - 1) * self.steps_per_epoch + step
-        return linear_warmup(lr, iteration, self.recipe.warmup_iters, self.recipe.warmup_ratio)
+        return scheduled_lr(self.recipe, epoch, step, self.steps_per_epoch)
 
     def _train_step(self, images: list, targets: list, stop: StopSignal) -> tuple[dict[str, float], bool]:
         """One optimisation step; ``(loss terms, stop requested)``. A non-finite loss never reaches the weights."""
@@ -591,6 +589,45 @@ class _DetectionRun:
             logger.close()
 
 
+def parse_image_size(text: str | None) -> int | tuple[int, int] | None:
+    """``'128'`` -> 128, ``'800x1333'`` -> (800, 1333) (Faster R-CNN's short side and long-side cap)."""
+    if text is None or text == "":
+        return None
+    parts = text.lower().split("x")
+    try:
+        sizes = [int(p) for p in parts]
+    except ValueError:
+        raise TrainConfigError(f"image size {text!r} is not N or SHORTxLONG (e.g. 128 or 800x1333)") from None
+    if len(sizes) not in (1, 2):
+        raise TrainConfigError(f"image size {text!r} is not N or SHORTxLONG (e.g. 128 or 800x1333)")
+    return sizes[0] if len(sizes) == 1 else (sizes[0], sizes[1])
+
+
+def cli_train_detection(**options: Any) -> int:
+    """``repro train-detection``: run :func:`train_detection`; one line per error and the exit code (0 on success)."""
+    import sys
+
+    from repro.data import DatasetError
+    from repro.engine.errors import TrainingError
+
+    try:
+        options["image_size"] = parse_image_size(options.get("image_size"))
+        metrics = train_detection(DetectionTrainConfig(**options))
+    except (TrainingError, CheckpointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return getattr(exc, "exit_code", 1)
+    except (DatasetError, ValueError) as exc:  # bad arch, detector, dataset, recipe, input size
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    status = "done" if metrics["complete"] else "stopped (resume with --resume)"
+    ap = ", ".join(f"{k} {metrics[k]:.4f}" for k in ("AP", "AP50") if metrics.get(k) is not None)
+    print(
+        f"{status}: {metrics['detector']} on {metrics['arch']}, {metrics['dataset']}, {metrics['epochs']} epochs: "
+        f"{ap or 'not evaluated'} -> {Path(options.get('out_dir', 'runs/detection')) / METRICS_NAME}"
+    )
+    return 0
+
+
 def train_detection(config: DetectionTrainConfig) -> dict[str, Any]:
     """Train ``config.detector`` on ``config.arch`` under its recipe; returns the metrics (also ``metrics.json``).
 
@@ -608,4 +645,4 @@ def train_detection(config: DetectionTrainConfig) -> dict[str, Any]:
         cleanup_distributed(ctx)
 
 
-__all__ = ["CheckpointError", "DetectionTrainConfig", "train_detection"]
+__all__ = ["DetectionTrainConfig", "cli_train_detection", "parse_image_size", "train_detection"]
