@@ -268,7 +268,8 @@ YOLOV3_SMOKE = register_detection_recipe(
     )
 )
 
-# -- learn: the CPU learning checks (tests/test_detection_learning.py): easy shapes at 96 px --
+# -- learn: the CPU learning checks (tests/test_detection_learning.py) on "easy" generated shapes at 96 px
+# (``prepare("shapes_det", root, image_size=96, min_scale=0.25, max_scale=0.7, max_objects=3, clutter=0)``) --
 
 _LEARN = {
     "source": "this suite; budgets from reference/detection_notes.md §4.2 (measured on the development machine)",
@@ -283,10 +284,10 @@ _LEARN = {
 FASTER_RCNN_LEARN = register_detection_recipe(
     DetectionRecipe(
         name="faster_rcnn-learn",
-        description="Faster R-CNN at 96 px, batch 4, Adam 3e-4, 64 sampled RoIs, 200 proposals, 3 epochs of the"
-        " generated set, BN re-estimated before evaluation.",
+        description="Faster R-CNN at 96 px, batch 4, Adam 3e-4, 64 sampled RoIs, 200 proposals, one epoch (50 steps)"
+        " of the generated set, BN re-estimated before the evaluation.",
         detector="faster_rcnn",
-        epochs=3,
+        epochs=1,
         batch_size=4,
         lr=3e-4,
         model_options=dict(FASTER_RCNN_SMOKE.model_options),
@@ -296,10 +297,11 @@ FASTER_RCNN_LEARN = register_detection_recipe(
 SSD_LEARN = register_detection_recipe(
     DetectionRecipe(
         name="ssd-learn",
-        description="SSD at 96 px, batch 8, Adam 2e-3, 6 epochs of the generated set, BN re-estimated before"
-        " evaluation.",
+        description="SSD at 96 px, batch 8, Adam 2e-3, 6 epochs (150 steps) of the generated set, BN re-estimated"
+        " before the final evaluation.",
         detector="ssd",
         epochs=6,
+        eval_interval=6,
         batch_size=8,
         lr=2e-3,
         **_LEARN,
@@ -308,10 +310,11 @@ SSD_LEARN = register_detection_recipe(
 YOLOV3_LEARN = register_detection_recipe(
     DetectionRecipe(
         name="yolov3-learn",
-        description="YOLOv3 at 96 px (no multi-scale), batch 8, Adam 1e-3, 6 epochs of the generated set, BN"
-        " re-estimated before evaluation.",
+        description="YOLOv3 at 96 px (no multi-scale), batch 8, Adam 1e-3, 6 epochs (150 steps) of the generated set,"
+        " BN re-estimated before the final evaluation.",
         detector="yolov3",
         epochs=6,
+        eval_interval=6,
         batch_size=8,
         lr=1e-3,
         model_options={"train_scales": None},
