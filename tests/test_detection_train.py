@@ -318,3 +318,30 @@ def test_cli_train_detection_and_its_errors(det_root, tmp_path):
     assert "done: ssd on mobilenet-skip-1222121, shapes_det, 1 epochs" in ok.output
     bad = runner.invoke(app, ["train-detection", *common, "--out", str(tmp_path / "b"), "--compat-b27"])
     assert bad.exit_code == 2 and "compat_b27 reproduces the official MobileNet 4222121" in bad.output
+
+
+@pytest.mark.slow
+def test_two_process_ddp_evaluates_every_image_once(det_root, tmp_path):
+    """torchrun, 2 CPU processes (gloo): identical weights, 5 test images (an odd count: the shards are padded) each
+    evaluated once."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "ddp.py"
+    script.write_text(
+        "import sys\n"
+        "from repro.engine.train_detection import DetectionTrainConfig, train_detection\n"
+        "train_detection(DetectionTrainConfig(arch='mobilenet-skip-1222121', detector='ssd', out_dir=sys.argv[1],"
+        f" data_root={str(det_root)!r}, device='cpu', image_size=64, epochs=1, batch_size=4, max_steps_per_epoch=2,"
+        " eval_max_images=5, progress=False))\n"
+    )
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script), str(out)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["distributed"]["world_size"] == 2 and metrics["distributed"]["params_identical"]
+    assert metrics["evaluated_images"] == 5
+    dets = json.loads((out / "detections.json").read_text())
+    assert sorted({d["image_id"] for d in dets}) == [1, 2, 3, 4, 5] and len(dets) == 5 * 200
