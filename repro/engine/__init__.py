@@ -12,7 +12,8 @@ from repro.engine.recipes import Recipe, get_recipe, list_recipes, register_reci
 from repro.engine.schedule import lr_at, lr_table
 
 # The trainer lives in ``repro.engine.train`` (``from repro.engine.train import TrainConfig, train``); it is not
-# re-exported here so that ``python -m repro.engine.train`` runs the module without importing it twice.
+# re-exported here so that ``python -m repro.engine.train`` runs the module without importing it twice. The detection
+# trainer is ``repro.engine.train_detection`` (``DetectionTrainConfig``, ``train_detection``; docs/detection.md).
 
 __all__ = [
     "NonFiniteLossError",

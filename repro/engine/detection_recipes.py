@@ -100,15 +100,6 @@ class DetectionRecipe:
         return dataclasses.asdict(self)
 
 
-def detection_recipe_from_dict(values: dict[str, Any]) -> DetectionRecipe:
-    """Inverse of :meth:`DetectionRecipe.to_dict` (as stored in checkpoints and ``metrics.json``)."""
-    values = dict(values)
-    for key in ("lr_steps", "image_size"):
-        if isinstance(values.get(key), list):
-            values[key] = tuple(values[key])
-    return DetectionRecipe(**values)
-
-
 _RECIPES: dict[str, DetectionRecipe] = {}
 
 
