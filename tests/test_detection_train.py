@@ -39,6 +39,13 @@ def det_root(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def reference(det_root, tmp_path_factory) -> tuple[Path, dict]:
+    """One uninterrupted run of :func:`make_config` (2 epochs x 3 steps of SSD at 64 px): its directory and metrics."""
+    out = tmp_path_factory.mktemp("reference") / "run"
+    return out, train_detection(make_config(det_root, out))
+
+
 def make_config(root: Path, out: Path, **overrides) -> DetectionTrainConfig:
     values = {
         "arch": "mobilenet-skip-1222121",
@@ -69,9 +76,8 @@ def history(out: Path) -> list[dict]:
 # -- outputs -------------------------------------------------------------------------------------------------------
 
 
-def test_smoke_run_writes_every_output(det_root, tmp_path):
-    out = tmp_path / "run"
-    metrics = train_detection(make_config(det_root, out))
+def test_smoke_run_writes_every_output(det_root, reference):
+    out, metrics = reference
     for name in ("checkpoint.pt", "metrics.json", "detections.json", "predictions.png"):
         assert (out / name).is_file(), name
     saved = json.loads((out / "metrics.json").read_text())
@@ -136,8 +142,8 @@ class _SigtermAt:
             yield batch
 
 
-def test_kill_mid_epoch_then_resume_ends_with_the_uninterrupted_metrics(det_root, tmp_path, monkeypatch):
-    reference = train_detection(make_config(det_root, tmp_path / "ref"))
+def test_kill_mid_epoch_then_resume_ends_with_the_uninterrupted_metrics(det_root, reference, tmp_path, monkeypatch):
+    ref_dir, expected = reference
     build = loader_module.build_detection_loader
 
     def interrupted(dataset, split, **kwargs):
@@ -152,18 +158,17 @@ def test_kill_mid_epoch_then_resume_ends_with_the_uninterrupted_metrics(det_root
         train_detection(make_config(det_root, out))
     monkeypatch.setattr(loader_module, "build_detection_loader", build)
     resumed = train_detection(make_config(det_root, out, resume=True))
-    assert comparable(resumed) == comparable(reference)
-    assert resumed["param_digest"] == reference["param_digest"]
-    assert history(out) == history(tmp_path / "ref")
-    assert (out / "detections.json").read_text() == (tmp_path / "ref" / "detections.json").read_text()
+    assert comparable(resumed) == comparable(expected)
+    assert resumed["param_digest"] == expected["param_digest"]
+    assert history(out) == history(ref_dir)
+    assert (out / "detections.json").read_text() == (ref_dir / "detections.json").read_text()
 
 
-def test_planned_stop_between_epochs_then_resume_matches(det_root, tmp_path):
-    reference = train_detection(make_config(det_root, tmp_path / "ref"))
+def test_planned_stop_between_epochs_then_resume_matches(det_root, reference, tmp_path):
     first = train_detection(make_config(det_root, tmp_path / "split", stop_after_epochs=1))
     assert not first["complete"] and first["epochs"] == 1
     resumed = train_detection(make_config(det_root, tmp_path / "split", resume=True))
-    assert comparable(resumed) == comparable(reference)
+    assert comparable(resumed) == comparable(reference[1])
 
 
 def test_resume_with_other_options_is_refused(det_root, tmp_path):
