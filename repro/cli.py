@@ -301,52 +301,6 @@ def bench(ctx: typer.Context) -> None:
     raise typer.Exit(bench_main(ctx.args or ["--help"]))
 
 
-@app.command("faults")
-def faults(
-    families: str = typer.Option("", help="comma-separated families (default: all; see --list)"),
-    count: list[str] | None = typer.Option(  # noqa: B008
-        None, "--count", metavar="FAMILY=N", help="trials of one family, repeatable"
-    ),
-    scale: float = typer.Option(1.0, min=0.0, help="multiply every default count (at least 1 trial)"),
-    seed: int = typer.Option(0, help="seed of the random kill points and damage"),
-    work_dir: str | None = typer.Option(None, help="where trials run (default: a temporary folder, removed after)"),
-    doc: str = typer.Option("docs/reliability.md", help="document whose generated section is written"),
-    no_doc: bool = typer.Option(False, "--no-doc", help="do not write the document"),
-    json_out: str | None = typer.Option(None, "--json", help="also write every trial record here"),
-    list_families: bool = typer.Option(False, "--list", help="list the families and their default counts"),
-) -> None:
-    """Fault injection: SIGKILL in training and in dvc repro, full disks, concurrent runs, crafted and corrupt files,
-    with counts; rewrites the generated figures of docs/reliability.md. Exit 1 if a trial failed."""
-    import shlex
-
-    from repro.faults import FAMILIES
-    from repro.faults.suite import run_suite, trial_counts
-
-    if list_families:
-        for family in FAMILIES.values():
-            typer.echo(f"{family.name} ({family.default_count}): {family.description}")
-        return
-    overrides = {}
-    for item in count or []:
-        name, _, value = item.partition("=")
-        if not value.isdigit():
-            raise fail(f"--count {item!r} is not FAMILY=N", EXIT_USAGE)
-        overrides[name] = int(value)
-    try:
-        counts = trial_counts([n for n in families.split(",") if n] or list(FAMILIES), scale, overrides)
-    except ValueError as exc:
-        raise fail(exc, EXIT_USAGE) from None
-    command = "repro faults" + "".join(" " + shlex.quote(a) for a in sys.argv[2:] if sys.argv[1:2] == ["faults"])
-    result = run_suite(
-        counts, seed=seed, work_dir=work_dir, doc=None if no_doc else doc, json_out=json_out, command=command
-    )
-    typer.echo(f"{result.survived}/{len(result.records)} trials survived in {result.seconds:.0f} s")
-    if result.doc is not None:
-        typer.echo(f"wrote {result.doc}")
-    if result.survived != len(result.records):
-        raise typer.Exit(1)
-
-
 # -- training and evaluation -------------------------------------------------------------------------------------------
 
 
@@ -657,6 +611,73 @@ def eval_scut_head(
     from repro.metrics.widerface_eval import eval_scut_head_command
 
     raise typer.Exit(eval_scut_head_command(pred, data_root, split, list_file, normalise=normalise, out=out))
+
+
+# -- eval-coco (repro.metrics.coco_eval) --
+@app.command("eval-coco")
+def eval_coco(
+    gt: str = typer.Option(..., "--gt", help="COCO annotation file (instances_*.json layout)."),
+    dets: str = typer.Option(..., "--dets", help="COCO results file: [{image_id, category_id, bbox, score}, ...]."),
+    category: list[str] | None = typer.Option(  # noqa: B008
+        None, "--category", help="Evaluate only this category (name or id); repeatable (e.g. the 8 COCO-8 classes)."
+    ),
+    backend: str = typer.Option("pycocotools", help="pycocotools (reference) or faster-coco-eval (same numbers)."),
+) -> None:
+    """COCO bbox AP, AP50, AP75, APs, APm, APl and per-class AP (pycocotools), printed as one JSON object."""
+    from repro.metrics.coco_eval import cli_eval_coco
+
+    raise typer.Exit(cli_eval_coco(gt, dets, categories=category or [], backend=backend))
+
+
+# -- train-detection (repro.engine.train_detection) --
+@app.command("train-detection")
+def train_detection_command(
+    arch: str = typer.Option(..., help="SAP backbone, e.g. resnet18-skip-1222 or mobilenet-skip-2222121."),
+    detector: str = typer.Option("faster_rcnn", help="faster_rcnn, ssd (ssdlite) or yolov3."),
+    recipe: str | None = typer.Option(None, help="Detection recipe (default <detector>-smoke; <detector>-sap: paper)."),
+    dataset: str | None = typer.Option(None, help="COCO-format dataset (default: the recipe's: shapes_det, coco8)."),
+    image_size: str | None = typer.Option(None, help="N, or SHORTxLONG for Faster R-CNN (default: the recipe's)."),
+    out: str = typer.Option("runs/detection", help="Run directory (checkpoint.pt, metrics.json, dvclive/, ...)."),
+    resume: bool = typer.Option(False, help="Continue from <out>/checkpoint.pt."),
+    data_root: str | None = typer.Option(None, help="Data root (default: $REPRO_DATA_ROOT, params.yaml, data/)."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    seed: int = typer.Option(0, help="Random seed."),
+    epochs: int | None = typer.Option(None, help="Override the recipe's epochs."),
+    batch_size: int | None = typer.Option(None, help="Override the recipe's global batch size."),
+    lr: float | None = typer.Option(None, help="Override the recipe's learning rate."),
+    max_steps_per_epoch: int | None = typer.Option(None, help="Cap the steps of each epoch."),
+    eval_max_images: int | None = typer.Option(None, help="Evaluate only the first N test images."),
+    compat_b26: bool = typer.Option(False, help="Reproduce B26: the 1222 anchor/RoI strides (Faster R-CNN)."),
+    compat_b27: bool = typer.Option(False, help="Reproduce B27: the MobileNet 4222121 copy-paste configs."),
+    class_agnostic: bool = typer.Option(False, help="Train and evaluate one 'object' class."),
+    precise_bn: bool | None = typer.Option(None, help="Re-estimate BN statistics before evaluation (recipe default)."),
+) -> None:
+    """Train and evaluate a detector on an SAP backbone; writes COCO metrics, detections and dvclive logs."""
+    from repro.engine.train_detection import cli_train_detection
+
+    raise typer.Exit(
+        cli_train_detection(
+            arch=arch,
+            detector=detector,
+            recipe=recipe,
+            dataset=dataset,
+            image_size=image_size,
+            out_dir=out,
+            resume=resume,
+            data_root=data_root,
+            device=device,
+            seed=seed,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            max_steps_per_epoch=max_steps_per_epoch,
+            eval_max_images=eval_max_images,
+            compat_b26=compat_b26,
+            compat_b27=compat_b27,
+            class_agnostic=class_agnostic,
+            precise_bn=precise_bn,
+        )
+    )
 
 
 def main() -> None:  # pragma: no cover - console entry point

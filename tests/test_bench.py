@@ -130,3 +130,16 @@ def test_layers_cli_times_the_fast_path_without_kernels(tmp_path, monkeypatch):
     assert run("fast") == 0 and calls
     with pytest.raises(SystemExit, match="unknown impls"):
         run("fastest")
+
+
+def test_detection_cli_times_a_training_step_per_detector(tmp_path):
+    out = tmp_path / "det"
+    argv = ["detection", "--detector", "ssd:mobilenet-skip-1222121", "--detector", "yolov3:mobilenet-skip-1222121"]
+    code = main([*argv, "--image-size", "64", "--warmup", "0", "--repeats", "1", "--no-memory", "--out", str(out)])
+    assert code == 0
+    rows = list(csv.DictReader((tmp_path / "det.csv").open()))
+    assert [(r["detector"], r["recipe"]) for r in rows] == [("ssd", "ssd-smoke"), ("yolov3", "yolov3-smoke")]
+    assert all(float(r["ms"]) > 0 for r in rows) and float(rows[0]["x_vs_baseline"]) == 1.0
+    assert "python -m repro.bench detection" in (tmp_path / "det.md").read_text()
+    with pytest.raises(SystemExit, match="DETECTOR:ARCH"):
+        main(["detection", "--detector", "ssd", "--out", str(out)])

@@ -5,17 +5,19 @@ from __future__ import annotations
 import pytest
 import torch
 
-from repro.models import build_model
-from repro.models.face_detection import (
+from repro.detection.s3fd import (
     MultiBoxLoss,
     S3FDOutput,
     decode,
     decode_detections,
+    detect_faces,
     encode,
     match_s3fd,
     point_form,
     prior_boxes,
+    s3fd_output,
 )
+from repro.models import build_model
 
 # Output of every table row, written "W x H x C" as the tables print the next row's input. The tables print the
 # stride-64 map of a 480-pixel-high image as 7 rows; stride-2 convs with padding 1 round 15 up to 8 (docs/rnnpool.md).
@@ -89,13 +91,13 @@ def test_forward_loss_decode_on_a_random_batch(name):
     model = build_model(name, num_classes=2)
     x = torch.randn(2, model.in_channels, 64, 80)
     targets = [torch.tensor([[0.10, 0.10, 0.45, 0.55, 1.0], [0.6, 0.5, 0.8, 0.8, 1.0]]), torch.zeros(0, 5)]
-    out = model(x)
+    out = s3fd_output(model, x)
     loss_l, loss_c = MultiBoxLoss()(out, targets)
     (loss_l + loss_c).backward()
     assert torch.isfinite(loss_l) and torch.isfinite(loss_c) and loss_l > 0 and loss_c > 0
     assert all(p.grad is not None for p in model.rows[0].parameters())
     model.eval()
-    dets = model.detect(x)
+    dets = detect_faces(model, x)
     assert len(dets) == 2
     for det in dets:
         assert det["boxes"].shape[1] == 4 and det["scores"].shape == det["labels"].shape

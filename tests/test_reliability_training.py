@@ -1,7 +1,7 @@
 """Training under faults: SIGKILL at any moment, a full disk, two runs in one directory, the directory lock.
 
 The kill trials run real ``repro train`` processes (forked from the test process) of the probe network of
-:mod:`repro.faults.workload` and compare them with an uninterrupted run; ``repro faults`` runs more of them.
+:mod:`repro.faults.workload` and compare them with an uninterrupted run; ``python -m repro.faults`` runs more of them.
 """
 
 from __future__ import annotations

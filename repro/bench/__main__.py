@@ -1,4 +1,4 @@
-"""``python -m repro.bench {layers,models,attention} ...``: run a benchmark and write ``<out>.md`` and ``<out>.csv``."""
+"""``python -m repro.bench {layers,models,attention,detection} ...``: run a benchmark, write ``<out>.md``/``.csv``."""
 
 from __future__ import annotations
 
@@ -61,6 +61,21 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--baseline", default=None, help="arch the ratios divide by (default: the first --arch)")
     models.add_argument("--image-size", type=int, default=128, help="input px (default 128)")
     _common(models, "benchmarks/results/models")
+    detection = sub.add_parser("detection", help="detector training step at a detection recipe's settings")
+    detection.add_argument(
+        "--detector", action="append", help="DETECTOR:ARCH (repeatable; default the three detectors' smoke settings)"
+    )
+    detection.add_argument("--profile", default="smoke", help="recipe profile: smoke (default), learn or full")
+    detection.add_argument("--image-size", type=int, default=None, help="input px (default: the recipe's)")
+    detection.add_argument("--batch-size", type=int, default=None, help="batch (default: the recipe's)")
+    detection.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    detection.add_argument("--device", default="cpu", help="cpu, cuda or auto; default cpu")
+    detection.add_argument("--warmup", type=int, default=2, help="untimed calls before timing (default 2)")
+    detection.add_argument("--repeats", type=int, default=5, help="timed calls; the median is reported (default 5)")
+    detection.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    detection.add_argument("--seed", type=int, default=0)
+    detection.add_argument("--out", default="benchmarks/results/detection", help="output stem (<out>.md, <out>.csv)")
+    detection.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     attention = sub.add_parser("attention", help="attention alone: compiled small-head kernels vs SDPA")
     attention.add_argument("--shape", action="append", help="B:heads:N:d (repeatable; default: a head-size sweep)")
     attention.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
@@ -91,6 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.command == "attention":
         return _attention(args, argv)
+    if args.command == "detection":
+        return _detection(args, argv)
     try:
         check_impls(args.impls)
     except ValueError as exc:
@@ -174,6 +191,45 @@ def _attention(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     print(md_path.read_text())
     print(f"wrote {md_path} and {csv_path}", file=sys.stderr)
     return 0
+
+
+def _detection(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
+    from repro.bench.detection import DEFAULT_DETECTORS, bench_detection, parse_detector
+    from repro.bench.report import DETECTION_COLUMNS, write_report
+
+    try:
+        detectors = [parse_detector(text) for text in args.detector] if args.detector else list(DEFAULT_DETECTORS)
+    except ValueError as exc:
+        raise SystemExit(f"--detector: {exc}") from None
+    device = _device(args.device)
+    threads = set_threads(args.threads)
+    progress = None if args.quiet else (lambda msg: print(f"[bench] {msg}", file=sys.stderr, flush=True))
+    rows = bench_detection(
+        detectors,
+        profile=args.profile,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        device=device,
+        warmup=args.warmup,
+        repeats=args.repeats,
+        memory=not args.no_memory,
+        seed=args.seed,
+        progress=progress,
+    )
+    memory = "not measured" if args.no_memory else MEMORY_METHODS["cuda" if device.startswith("cuda") else "cpu"]
+    notes = [
+        f"command: `python -m repro.bench {shlex.join(argv if argv is not None else sys.argv[1:])}`",
+        f"torch {torch.__version__}, {platform.machine()} {platform.system()}, {device}, {threads} threads, fp32",
+        f"time: median of {args.repeats} calls after {args.warmup} warm-up calls; one call is a forward with targets "
+        "(every loss term), backward and SGD step on random images with 3 random boxes each, model in train mode, at "
+        "the recipe's image size, batch and model options (sampled RoIs, proposals)",
+        f"peak memory: {memory}",
+        "`time / baseline` divides by the first detector, measured in the same process",
+    ]
+    md_path, csv_path = write_report(rows, args.out, DETECTION_COLUMNS, title="Detector training step", notes=notes)
+    print(md_path.read_text())
+    print(f"wrote {md_path} and {csv_path}", file=sys.stderr)
+    return 1 if any("error" in row for row in rows) else 0
 
 
 if __name__ == "__main__":

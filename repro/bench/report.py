@@ -10,7 +10,14 @@ from pathlib import Path
 
 from repro.utils.atomic import write_text_atomic
 
-__all__ = ["ATTENTION_COLUMNS", "LAYER_COLUMNS", "MODEL_COLUMNS", "format_markdown", "write_report"]
+__all__ = [
+    "ATTENTION_COLUMNS",
+    "DETECTION_COLUMNS",
+    "LAYER_COLUMNS",
+    "MODEL_COLUMNS",
+    "format_markdown",
+    "write_report",
+]
 
 LAYER_COLUMNS = (
     ("site", "site"),
@@ -44,6 +51,20 @@ MODEL_COLUMNS = (
     ("x_vs_baseline", "time / baseline"),
     ("baseline", "baseline"),
     ("speedup_vs_faithful", "speed-up vs faithful"),
+    ("error", "error"),
+)
+DETECTION_COLUMNS = (
+    ("detector", "detector"),
+    ("arch", "arch"),
+    ("recipe", "recipe"),
+    ("image_size", "px"),
+    ("batch", "B"),
+    ("ms", "train step ms"),
+    ("iqr_ms", "IQR ms"),
+    ("ms_per_image", "ms / image"),
+    ("peak_mib", "peak MiB"),
+    ("x_vs_baseline", "time / baseline"),
+    ("baseline", "baseline"),
     ("error", "error"),
 )
 ATTENTION_COLUMNS = (

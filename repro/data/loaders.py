@@ -62,25 +62,32 @@ def epoch_order(
 
 class SeededTransform(Dataset):
     """Applies ``transform`` with the torch generator seeded per (seed, epoch, sample): the same augmentation on every
-    run and in any worker, without touching the caller's random state."""
+    run and in any worker, without touching the caller's random state.
 
-    def __init__(self, dataset: Dataset, transform, *, seed: int, randomised: bool) -> None:
+    ``joint``: the transform takes and returns ``(image, target)`` (detection), else it maps the image alone.
+    """
+
+    def __init__(self, dataset: Dataset, transform, *, seed: int, randomised: bool, joint: bool = False) -> None:
         self.dataset, self.transform, self.seed, self.randomised = dataset, transform, seed, randomised
+        self.joint = joint
         self.epoch = 0
 
     def __len__(self) -> int:
         return len(self.dataset)
 
+    def _apply(self, image, label):
+        return self.transform(image, label) if self.joint else (self.transform(image), label)
+
     def __getitem__(self, index: int):
         image, label = self.dataset[index]
         if not self.randomised:
-            return self.transform(image), label
+            return self._apply(image, label)
         # Seed the CPU generator directly (torch.manual_seed also visits every accelerator: ~100x slower).
         generator = torch.default_generator
         state = generator.get_state()
         generator.manual_seed(sample_seed(self.seed, self.epoch, int(index)))
         try:
-            return self.transform(image), label
+            return self._apply(image, label)
         finally:
             generator.set_state(state)
 

@@ -11,7 +11,8 @@ from repro.engine.evaluate import evaluate, evaluate_checkpoint
 from repro.engine.recipes import Recipe, get_recipe, list_recipes, register_recipe
 from repro.engine.schedule import lr_at, lr_table
 
-# The trainer lives in ``repro.engine.train`` (``from repro.engine.train import TrainConfig, train``).
+# The trainers live in ``repro.engine.train`` (``TrainConfig``, ``train``) and ``repro.engine.train_detection``
+# (``DetectionTrainConfig``, ``train_detection``; docs/detection.md).
 
 __all__ = [
     "NonFiniteLossError",

@@ -79,14 +79,21 @@ def cleanup_distributed(ctx: DistContext) -> None:
         dist.destroy_process_group()
 
 
-def wrap_model(model: nn.Module, ctx: DistContext, *, sync_bn: bool = False) -> nn.Module:
-    """Wrap ``model`` (already on ``ctx.device``) in DDP when distributed; ``sync_bn`` converts BatchNorm first."""
+def wrap_model(
+    model: nn.Module, ctx: DistContext, *, sync_bn: bool = False, find_unused_parameters: bool = False
+) -> nn.Module:
+    """Wrap ``model`` (already on ``ctx.device``) in DDP when distributed; ``sync_bn`` converts BatchNorm first.
+
+    ``find_unused_parameters``: some parameters may get no gradient in a step (a detector's backbone stages after
+    its last used output)."""
     if not ctx.distributed:
         return model
     if sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    return nn.parallel.DistributedDataParallel(
+        model, device_ids=device_ids, find_unused_parameters=find_unused_parameters
+    )
 
 
 def all_reduce_sum(tensor: torch.Tensor, ctx: DistContext) -> torch.Tensor:

@@ -17,8 +17,9 @@ def _numeric(row: dict[str, Any]) -> dict[str, int | float]:
 
 
 class EpochLogger:
-    """Per-epoch metrics in dvclive's layout: ``<dir>/metrics.json`` (latest values and ``step``) and
-    ``<dir>/plots/metrics/<metric>.tsv`` (``step<TAB><metric>`` rows), which ``dvc metrics`` / ``dvc plots`` read.
+    """Per-epoch metrics in dvclive's layout: ``<dir>/metrics.json`` (latest values and ``step``),
+    ``<dir>/plots/metrics/<metric>.tsv`` (``step<TAB><metric>`` rows), which ``dvc metrics`` / ``dvc plots`` read, and
+    custom plots (``<dir>/plots/custom/<name>.json``, :meth:`log_plot`).
 
     Every file is rewritten whole through :mod:`repro.utils.atomic` after each epoch (dvclive itself appends to its
     TSV files, which a kill can leave torn), and the logger is rebuilt from the run's full history on every
@@ -62,6 +63,12 @@ class EpochLogger:
             return
         self._rows.append((int(row["epoch"]), _numeric(row)))
         self._write()
+
+    def log_plot(self, name: str, rows: list[dict[str, Any]], x: str, y: str, title: str | None = None) -> None:
+        """A custom plot (e.g. a precision-recall curve) as dvclive's ``<dir>/plots/custom/<name>.json``."""
+        if not self.enabled:
+            return
+        write_json_atomic(self.directory / "plots" / "custom" / f"{name}.json", rows)
 
     def close(self) -> None:
         """Nothing is buffered: every file is complete after each :meth:`log`."""

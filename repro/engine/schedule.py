@@ -14,7 +14,8 @@ from repro.engine.recipes import Recipe
 
 
 def lr_at(recipe: Recipe, epoch: int, step: int = 0, steps_per_epoch: int = 1) -> float:
-    """The learning rate for ``step`` (0-based) of ``epoch`` (1-based) under ``recipe``.
+    """The learning rate for ``step`` (0-based) of ``epoch`` (1-based) under ``recipe`` (a classification recipe or a
+    :class:`repro.engine.detection_recipes.DetectionRecipe`, which has the same schedule fields).
 
     * ``step``: the SAP rule — at the start of each milestone epoch the LR is divided by ``lr_reduce``. The division is
       repeated (``lr / 5 / 5``), as the official code does it in place on the optimizer.
@@ -56,3 +57,21 @@ def lr_table(recipe: Recipe, epochs: int | None = None) -> list[tuple[int, float
 def set_lr(optimizer: Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr
+
+
+def linear_warmup(lr: float, iteration: int, warmup_iters: int, warmup_ratio: float) -> float:
+    """mmcv's linear warm-up on top of the scheduled ``lr``: from ``lr * warmup_ratio`` at iteration 0 to ``lr`` at
+    ``warmup_iters`` (iterations counted from 0 over the whole run); ``lr`` unchanged afterwards."""
+    if iteration >= warmup_iters:
+        return lr
+    k = (1.0 - iteration / warmup_iters) * (1.0 - warmup_ratio)
+    return lr * (1.0 - k)
+
+
+def scheduled_lr(recipe, epoch: int, step: int = 0, steps_per_epoch: int = 1) -> float:
+    """:func:`lr_at` with the recipe's iteration warm-up (``warmup_iters``, ``warmup_ratio``; detection recipes)."""
+    lr = lr_at(recipe, epoch, step, steps_per_epoch)
+    warmup_iters = getattr(recipe, "warmup_iters", 0)
+    if warmup_iters:
+        lr = linear_warmup(lr, (epoch - 1) * steps_per_epoch + step, warmup_iters, recipe.warmup_ratio)
+    return lr

@@ -27,14 +27,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -49,7 +46,6 @@ from repro.engine.checkpoint import (
     CHECKPOINT_FORMAT,
     CheckpointError,
     capture_rng_state,
-    check_training_checkpoint,
     load_checkpoint,
     load_model_weights,
     restore_rng_state,
@@ -70,10 +66,24 @@ from repro.engine.errors import (
     TrainConfigError,
     TrainingError,
     TrainingInterruptedError,
-    TrainingOOMError,
 )
 from repro.engine.evaluate import evaluate
 from repro.engine.loaders import build_loaders, shard_size
+from repro.engine.loop import (
+    BatchReplay,
+    NonFiniteStepError,
+    StopSignal,
+    agree,
+    broadcast_buffers,
+    build_optimizer,
+    check_resume,
+    is_oom,
+    oom_error,
+    param_digest,
+    per_process,
+    show_progress,
+    stop_agreed,
+)
 from repro.engine.metrics_io import EpochLogger
 from repro.engine.recipes import Recipe, get_recipe
 from repro.engine.schedule import epochs_to_run, lr_at, set_lr
@@ -217,65 +227,6 @@ class TrainConfig:
 # helpers
 
 
-class _StopSignal:
-    """Turns the first SIGTERM/SIGINT into a flag checked after every step; a second SIGINT interrupts at once."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    @property
-    def requested(self) -> bool:
-        return self.signum is not None
-
-    def __enter__(self) -> _StopSignal:
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.signum is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.signum = signum  # only a flag here: the training loop reports it (no logging inside a handler)
-
-    def __exit__(self, *exc: Any) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-
-
-class _NonFiniteStepError(Exception):
-    """Internal: the loss of the current step is NaN or infinite."""
-
-    def __init__(self, value: float) -> None:
-        super().__init__(value)
-        self.value = value
-
-
-def param_digest(model: nn.Module) -> str:
-    """SHA-256 of all parameters (CPU bytes, in ``state_dict`` order): equal digests mean equal weights."""
-    sha = hashlib.sha256()
-    for name, param in model.named_parameters():
-        sha.update(name.encode())
-        sha.update(param.detach().float().cpu().contiguous().numpy().tobytes())
-    return sha.hexdigest()
-
-
-def _broadcast_buffers(model: nn.Module, ctx: DistContext) -> None:
-    """Copy rank 0's buffers (BatchNorm statistics) to every rank, so that all ranks evaluate the saved model."""
-    if ctx.distributed:
-        for buffer in model.buffers():
-            torch.distributed.broadcast(buffer, src=0)
-
-
-def _show_progress(config: TrainConfig, ctx: DistContext) -> bool:
-    if not ctx.is_main or os.environ.get("REPRO_NO_PROGRESS") == "1":
-        return False
-    if config.progress is not None:
-        return config.progress
-    return sys.stderr.isatty()
-
-
 def _build_model(config: TrainConfig, num_classes: int) -> nn.Module:
     from repro.models import build_model
 
@@ -295,49 +246,6 @@ def _default_placement(arch: str) -> str | None:
         return parse_arch(arch).placement
     except (ImportError, ValueError):
         return None
-
-
-def _build_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
-    if recipe.optimizer == "adam":  # the SAP code's Adam is always AMSGrad
-        return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay, amsgrad=True)
-    return torch.optim.SGD(
-        params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay, nesterov=recipe.nesterov
-    )
-
-
-def _per_process(value: int, ctx: DistContext, what: str) -> int:
-    if value % ctx.world_size:
-        raise TrainConfigError(
-            f"{what} {value} is not divisible by the {ctx.world_size} processes; choose a multiple of {ctx.world_size}"
-        )
-    return value // ctx.world_size
-
-
-def _check_resume(saved: dict[str, Any], config: TrainConfig, ctx: DistContext, path: Path) -> None:
-    check_training_checkpoint(saved, path)
-    old = saved["config"]
-    diffs = [f"{k}: {old.get(k)!r} -> {getattr(config, k)!r}" for k in RESUME_KEYS if old.get(k) != getattr(config, k)]
-    if saved.get("world_size", 1) != ctx.world_size:
-        diffs.append(f"processes: {saved.get('world_size', 1)} -> {ctx.world_size}")
-    if diffs:
-        raise TrainConfigError(
-            f"cannot resume {path}: the run was started with different options ({'; '.join(diffs)}). "
-            "Use the original options, or a new --out directory to start a new run."
-        )
-
-
-def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
-
-
-def _oom_error(batch_size: int, per_process: int, image_size: int, device: torch.device) -> TrainingOOMError:
-    where = f"out of memory on {device} with batch size {batch_size} ({per_process} per process) at {image_size} px."
-    if batch_size >= 2:
-        advice = f"Try --batch-size {batch_size // 2} (the LR is not rescaled automatically; pass --lr to scale it)."
-    else:
-        advice = "Try a smaller --image-size, more processes (--nproc-per-node) or a larger device."
-    return TrainingOOMError(f"{where} {advice}")
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -361,7 +269,7 @@ class _Run:
             raise TrainConfigError("epochs_compat_299 needs at least 2 epochs")
         if config.sync_bn and ctx.distributed and ctx.device.type == "cpu":
             raise TrainConfigError("--sync-bn needs CUDA devices (SyncBatchNorm does not run on CPU); drop --sync-bn")
-        self.batch = _per_process(self.recipe.batch_size, ctx, "batch_size")
+        self.batch = per_process(self.recipe.batch_size, ctx, "batch_size")
         eval_batch = self.recipe.eval_batch_size or self.recipe.batch_size
         self.eval_batch = max(1, eval_batch // ctx.world_size)
 
@@ -395,7 +303,7 @@ class _Run:
         if ctx.distributed and config.sync_bn:
             self.core = model.module
         self.model = torch.compile(model) if config.compile else model
-        self.optimizer = _build_optimizer(self.core, recipe)
+        self.optimizer = build_optimizer(self.core, recipe)
         # every process must take the same number of steps (DDP all-reduces in each backward)
         self.steps_per_epoch = min(gather_objects(len(self.loaders.train), ctx))
         if recipe.max_steps_per_epoch:
@@ -413,7 +321,7 @@ class _Run:
         self.train_time = 0.0
         self.elapsed_before = 0.0
         self.rng_resume: dict[str, Any] | None = None
-        self.epoch_start_rng: dict[str, Any] | None = None
+        self.replay = BatchReplay()
         if not config.resume and self.ckpt_path.exists():
             raise TrainConfigError(
                 f"{self.out} already holds a run ({CHECKPOINT_NAME}); pass --resume to continue it, or choose another "
@@ -430,7 +338,7 @@ class _Run:
 
     def _load(self) -> None:
         saved = load_checkpoint(self.ckpt_path, map_location="cpu")
-        _check_resume(saved, self.config, self.ctx, self.ckpt_path)
+        check_resume(saved, self.config, RESUME_KEYS, self.ctx, self.ckpt_path)
         if saved["num_classes"] != self.num_classes:
             raise CheckpointError(
                 f"checkpoint {str(self.ckpt_path)!r}: field 'num_classes' is {saved['num_classes']}, but this run "
@@ -447,7 +355,7 @@ class _Run:
             self.elapsed_before = float(saved["wall_time_s"])
             self.rng_resume = saved["rng"][self.ctx.rank]
             if saved.get("epoch_start_rng"):
-                self.epoch_start_rng = saved["epoch_start_rng"][self.ctx.rank]
+                self.replay.epoch_start_rng = saved["epoch_start_rng"][self.ctx.rank]
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
             raise CheckpointError(
                 f"checkpoint {str(self.ckpt_path)!r} cannot be resumed: field {type(exc).__name__}: "
@@ -540,24 +448,12 @@ class _Run:
 
     def _batches(self, epoch: int) -> Iterator[tuple[int, Any, Any]]:
         """``(step, images, labels)`` of ``epoch`` from ``self.step`` on; a resumed epoch replays its data order."""
-        loader = self.loaders.train
-        if self.step:  # interrupted mid-epoch: rebuild the iterator as it was, skip the steps already done
-            restore_rng_state(self.epoch_start_rng)
-        else:
-            self.epoch_start_rng = capture_rng_state()
-        if hasattr(loader, "set_epoch"):
-            loader.set_epoch(epoch)
-        iterator = iter(loader)
-        for _ in range(self.step):
-            next(iterator)
-        if self.step:
-            restore_rng_state(self.rng_resume)
-        for step in range(self.step, self.steps_per_epoch):
-            images, labels = next(iterator)
+        batches = self.replay.batches(self.loaders.train, epoch, self.step, self.steps_per_epoch, self.rng_resume)
+        for step, (images, labels) in batches:
             yield step, images, labels
 
     def _train_step(
-        self, images: torch.Tensor, labels: torch.Tensor, stop: _StopSignal
+        self, images: torch.Tensor, labels: torch.Tensor, stop: StopSignal
     ) -> tuple[torch.Tensor, torch.Tensor, bool]:
         """One optimisation step; ``(loss, correct predictions, stop requested)``.
 
@@ -570,36 +466,23 @@ class _Run:
         labels = labels.to(device, non_blocking=True)
         with autocast(device, self.amp):
             logits, loss = classification_loss(self.model(images), labels, self.recipe.label_smoothing)
-        finite, stop_requested = self._agree(loss, stop)
+        finite, stop_requested = agree(loss, stop, self.ctx)
         if not finite:
-            raise _NonFiniteStepError(float(loss.detach()))
+            raise NonFiniteStepError(float(loss.detach()))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         correct = (logits.detach().argmax(dim=1) == labels).sum()
         return loss.detach(), correct, stop_requested
 
-    def _agree(self, loss: torch.Tensor, stop: _StopSignal) -> tuple[bool, bool]:
-        """``(loss finite on every process, stop requested on any process)``: one small all-reduce."""
-        flags = torch.stack(
-            [(~torch.isfinite(loss.detach())).float(), torch.tensor(float(stop.requested), device=loss.device)]
-        )
-        all_reduce_sum(flags, self.ctx)
-        return bool(flags[0] == 0), bool(flags[1] > 0)
-
-    def _stop_agreed(self, stop: _StopSignal) -> bool:
-        """Whether any process has been asked to stop (all processes must leave the loop together)."""
-        flag = torch.tensor([float(stop.requested)], device=self.ctx.device)
-        return bool(all_reduce_sum(flag, self.ctx)[0] > 0)
-
-    def _run_epoch(self, epoch: int, stop: _StopSignal) -> dict[str, Any]:
+    def _run_epoch(self, epoch: int, stop: StopSignal) -> dict[str, Any]:
         recipe, ctx = self.recipe, self.ctx
         self.model.train()
         started = time.perf_counter()
         images_before = self.train_images
         lr0 = lr_at(recipe, epoch, 0, self.steps_per_epoch)
         bar = None
-        if _show_progress(self.config, ctx):
+        if show_progress(self.config.progress, ctx):
             from tqdm.auto import tqdm
 
             bar = tqdm(
@@ -611,7 +494,7 @@ class _Run:
                 set_lr(self.optimizer, lr)
                 try:
                     loss, correct, stop_requested = self._train_step(images, labels, stop)
-                except _NonFiniteStepError as exc:
+                except NonFiniteStepError as exc:
                     kept = (
                         f"the last good checkpoint is {self.ckpt_path} (epoch {self.epoch})"
                         if self.epoch
@@ -622,8 +505,8 @@ class _Run:
                         f"{kept}. Try a lower learning rate (--lr), a different seed, or turning AMP off (--no-amp)."
                     ) from None
                 except RuntimeError as exc:
-                    if _is_oom(exc):
-                        raise _oom_error(recipe.batch_size, self.batch, recipe.image_size, ctx.device) from exc
+                    if is_oom(exc):
+                        raise oom_error(recipe.batch_size, self.batch, recipe.image_size, ctx.device) from exc
                     raise
                 n = int(labels.numel())
                 self.partial["loss_sum"] += float(loss.item()) * n
@@ -638,7 +521,7 @@ class _Run:
                     if ctx.is_main:
                         log.warning("stop requested: saving a checkpoint at epoch %d, step %d", epoch, self.step)
                     self.train_time += time.perf_counter() - started
-                    self._save(epoch_start_rng=self.epoch_start_rng)
+                    self._save(epoch_start_rng=self.replay.epoch_start_rng)
                     raise TrainingInterruptedError(
                         f"interrupted at epoch {epoch}, step {self.step}/{self.steps_per_epoch}; checkpoint saved to "
                         f"{self.ckpt_path}. Run again with --resume to continue.",
@@ -660,14 +543,14 @@ class _Run:
             "train_loss": float(sums[0] / sums[2]),
             "train_acc": float(sums[1] / sums[2]),
         }
-        _broadcast_buffers(self.core, ctx)
+        broadcast_buffers(self.core, ctx)
         try:
             if self.loaders.val is not None:
                 row["val_acc"] = self._evaluate(self.loaders.val)
             row["test_acc"] = self._evaluate(self.loaders.test)
         except RuntimeError as exc:
-            if _is_oom(exc):
-                raise _oom_error(recipe.batch_size, self.batch, recipe.image_size, ctx.device) from exc
+            if is_oom(exc):
+                raise oom_error(recipe.batch_size, self.batch, recipe.image_size, ctx.device) from exc
             raise
         row["epoch_time_s"] = time.perf_counter() - started
         row["images_per_s"] = (self.train_images - images_before) / max(row["epoch_time_s"], 1e-9)
@@ -695,13 +578,13 @@ class _Run:
         if self.rng_resume is not None and self.step == 0:  # resumed at an epoch boundary: continue its random streams
             restore_rng_state(self.rng_resume)
         stop_after = config.stop_after_epochs
-        with _StopSignal() as stop:
+        with StopSignal() as stop:
             for epoch in range(self.epoch + 1, self.last_epoch + 1):
                 row = self._run_epoch(epoch, stop)
                 self.history.append(row)
                 self.epoch, self.step = epoch, 0
                 self.partial = {"loss_sum": 0.0, "correct": 0, "seen": 0}
-                self.epoch_start_rng = None
+                self.replay.epoch_start_rng = None
                 if self.config.checkpoints:
                     self._save()
                     self._save_best(row)
@@ -718,7 +601,7 @@ class _Run:
                         f"  val_acc {row['val_acc']:.4f}" if "val_acc" in row else "",
                         row["epoch_time_s"],
                     )
-                if self._stop_agreed(stop):
+                if stop_agreed(stop, self.ctx):
                     raise TrainingInterruptedError(
                         f"interrupted after epoch {epoch}; checkpoint saved to {self.ckpt_path}. "
                         "Run again with --resume to continue.",

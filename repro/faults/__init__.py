@@ -1,6 +1,6 @@
 """Fault injection: SIGKILL, full disks, concurrent runs and hostile files against the suite, with counts.
 
-``repro faults`` (or ``scripts/fault_injection.sh``) runs every registered family of trials and writes the
+``python -m repro.faults`` (or ``scripts/fault_injection.sh``) runs every registered family of trials and writes the
 figures section of ``docs/reliability.md``. A family is a function returning :class:`TrialRecord` s, registered with
 :func:`register_family` (see :mod:`repro.faults.registry`); importing this package registers the built-in ones.
 Nothing here imports :mod:`repro.pipeline`: faults that need a real process drive the command line as subprocesses.

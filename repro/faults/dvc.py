@@ -100,12 +100,13 @@ def _reduced_clone(ctx: FaultContext, root: Path, name: str) -> Path:
     clone = ctx.work_dir / name
     shutil.rmtree(clone, ignore_errors=True)
     subprocess.run(["git", "clone", "--quiet", str(root), str(clone)], check=True, capture_output=True)
-    for path in (clone / "pipelines").glob("*.yaml"):
-        if path.name != KILL_PIPELINE:
+    for path in (clone / "pipelines").iterdir():  # keep one entries file (groups.yaml is written again below)
+        if path.suffix == ".yaml" and path.name != KILL_PIPELINE:
             path.unlink()
-    for path in (clone / "paper_tables").rglob("*.yaml"):
-        if str(path.relative_to(clone / "paper_tables")) not in KILL_TABLES:
-            path.unlink()
+    for folder in (clone / "paper_tables").iterdir():
+        for path in folder.iterdir():
+            if path.suffix == ".yaml" and f"{folder.name}/{path.name}" not in KILL_TABLES:
+                path.unlink()
     subprocess.run(
         [sys.executable, "-m", "repro.cli", "pipeline", "write"],
         cwd=clone,

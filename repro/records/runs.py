@@ -42,7 +42,7 @@ class RunRecord:
     arch: str
     dataset: str
     recipe: str
-    image_size: int
+    image_size: int | list[int]  # a side, or [short, long] for detection recipes
     num_classes: int
     epochs: int
     complete: bool
@@ -64,8 +64,11 @@ class RunRecord:
         typed = {f for f in cls.__dataclass_fields__ if f != "extra"}
         for key in ("task", "arch", "dataset", "recipe"):
             require(data, key, str, where)
-        for key in ("image_size", "num_classes", "epochs"):
+        for key in ("num_classes", "epochs"):
             require(data, key, int, where)
+        size = require(data, "image_size", (int, list, tuple), where)
+        if not isinstance(size, int) and not (len(size) == 2 and all(isinstance(v, int) for v in size)):
+            raise RecordError(f"{where}: field 'image_size' must be an int or [short, long], got {size!r}")
         require(data, "complete", bool, where)
         for key in ("accuracy", "detection"):
             block = require(data, key, dict, where, optional=True)
