@@ -143,6 +143,7 @@ class DetectionTrainConfig:
     pretrained: bool | None = None
     coco_backend: str = "pycocotools"
     visualize_images: int = 4
+    checkpoints: bool = True  # off for throwaway runs (the pipeline's smoke profile), which then cannot resume
     stop_after_epochs: int | None = None
     progress: bool | None = None
 
@@ -487,7 +488,8 @@ class _DetectionRun:
                 self.epoch, self.step = epoch, 0
                 self.partial = {}
                 self.replay.epoch_start_rng = None
-                self._save()
+                if self.config.checkpoints:
+                    self._save()
                 self.logger.log(row)
                 if self.ctx.is_main:
                     log.info(
@@ -579,7 +581,7 @@ class _DetectionRun:
             category_names=names,
         )
         metrics["outputs"] = {
-            "checkpoint": CHECKPOINT_NAME,
+            "checkpoint": CHECKPOINT_NAME if self.config.checkpoints else None,
             "detections": DETECTIONS_NAME,
             "predictions_png": png.name if png else None,
             "dvclive": "dvclive",

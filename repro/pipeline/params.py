@@ -33,6 +33,8 @@ class SmokeSettings:
     epochs: int = 1
     max_steps_per_epoch: int = 1
     batch_size: int = 2
+    detection_image_size: int = 96
+    detection_eval_images: int = 2
     threads: int = 1
 
 

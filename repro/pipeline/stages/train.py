@@ -90,6 +90,55 @@ def _train_classifier(entry: Entry, params: PipelineParams, out: Path) -> RunRec
     return RunRecord.from_dict(train(train_config(entry, params, out)), str(out))
 
 
+def detection_config(entry: Entry, params: PipelineParams, out: Path):
+    """The :class:`~repro.engine.train_detection.DetectionTrainConfig` of a detection entry: the detector's smoke
+    recipe on the generated ``shapes_det`` set (its own classes and size), or its paper recipe on the entry's dataset,
+    with the official configuration's compat flags (B26/B27) off, as every faithful default."""
+    from repro.engine.detection_recipes import detection_recipe_name, get_detection_recipe
+    from repro.engine.train_detection import DetectionTrainConfig
+
+    detector = entry.detector or "faster_rcnn"
+    common = dict(
+        arch=entry.arch,
+        detector=detector,
+        seed=params.seed,
+        out_dir=str(out),
+        device=params.device,
+        progress=False,
+        **{k: v for k, v in entry.model_opts.items() if k in ("placement", "strict")},
+    )
+    if params.is_smoke:
+        s = params.smoke
+        recipe = get_detection_recipe(detection_recipe_name(detector, "smoke")).replace(
+            image_size=smoke_image_size(entry, s.detection_image_size),
+            max_steps_per_epoch=s.max_steps_per_epoch,
+            eval_max_images=s.detection_eval_images,
+            precise_bn_batches=1,
+        )
+        return DetectionTrainConfig(
+            recipe=recipe, data_root=s.data_root, visualize_images=0, checkpoints=False, **common
+        )
+    return DetectionTrainConfig(
+        recipe=entry.recipe or detection_recipe_name(detector, "full"),  # its size: the entry's is the padded one
+        dataset=entry.dataset,
+        num_classes=entry.num_classes,
+        epochs=entry.epochs,
+        data_root=params.data_root,
+        resume=True,
+        num_workers=params.full.num_workers,
+        **common,
+    )
+
+
+def _train_detector(entry: Entry, params: PipelineParams, out: Path) -> RunRecord:
+    from repro.engine.train_detection import train_detection
+
+    return RunRecord.from_dict(train_detection(detection_config(entry, params, out)), str(out))
+
+
+TRAINERS = {"classification": _train_classifier, "detection": _train_detector}
+
+
 def _metrics_record(entry: Entry, params: PipelineParams, run: RunRecord | None, **fields: Any) -> MetricsRecord:
     values: dict[str, dict[str, float]] = {}
     trained_on = None
@@ -128,14 +177,14 @@ def train_entry(entry: Entry, params: PipelineParams, runs: Path) -> MetricsReco
     if out.exists() and not (not params.is_smoke and (out / "checkpoint.pt").exists()):
         shutil.rmtree(out)  # a stale run from another profile would be mistaken for this one
     started = time.perf_counter()
-    if entry.task != "classification":
+    if entry.task not in TRAINERS:
         reason = entry.reason or f"training of task {entry.task!r} is not part of this pipeline yet"
         return _metrics_record(entry, params, None, status="not_run", reason=reason, wall_time_s=0.0)
     if not entry.trainable:
         return _metrics_record(entry, params, None, status="not_run", reason=entry.reason, wall_time_s=0.0)
     out.mkdir(parents=True, exist_ok=True)
     try:
-        run = _train_classifier(entry, params, out)
+        run = TRAINERS[entry.task](entry, params, out)
     except Exception as exc:
         log.debug("entry %s failed:\n%s", entry.id, traceback.format_exc())
         reason = f"{type(exc).__name__}: {exc}".strip()[:2000]
@@ -159,7 +208,7 @@ def run(
     if only:
         members = [e for e in members if e.id in only]
     threads = params.smoke.threads if params.is_smoke else params.full.threads
-    if threads and any(e.trainable and e.task == "classification" for e in members):
+    if threads and any(e.trainable and e.task in TRAINERS for e in members):
         import torch
 
         torch.set_num_threads(int(threads))  # tiny smoke steps: more threads only add synchronisation overhead
