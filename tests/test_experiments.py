@@ -63,12 +63,14 @@ def test_table7_tiny_run_writes_records_tables_plot_and_resumes(tmp_path):
     assert again["sweep"] == records["sweep"]
 
 
-def test_table7_pass_rule_stops_a_configuration_once_decided(tmp_path):
+def test_table7_pass_rule_counts_seeds_and_orders_by_parameters(tmp_path):
     settings = {"rows": ["lines@32"], "conv": [True], "hidden": [2, 4], "n_train": 32, "n_test": 16, "fit": TINY_FIT,
                 "target_accuracy": 0.01, "workers": 1}  # fmt: skip
     row = run_table7(settings, tmp_path)["rows"][0]
     assert row["reached"] and (row["h1"], row["h2"]) == (2, 2)  # everything passes: the smallest one wins
-    assert row["seeds_run"] == 1 and row["seeds_passed"] == 1  # 1 of 2 required: the second seed is not needed
+    assert row["seeds_run"] == 2 and row["seeds_passed"] == 2 and set(row["test_accuracy"]) == {"0", "1"}
+    strict = run_table7({**settings, "target_accuracy": 1.0}, tmp_path / "strict")["rows"][0]
+    assert not strict["reached"] and strict["h1"] is None and strict["closest"]["h1"] in (2, 4)
 
 
 def test_c2_tiny_run_and_timing(tmp_path):
@@ -164,3 +166,24 @@ def test_shootout_results_do_not_depend_on_the_number_of_workers(tmp_path):
     one = run_shootout(SHOOTOUT, tmp_path / "one")
     two = run_shootout({**SHOOTOUT, "workers": 2}, tmp_path / "two")
     assert [r.get("param_digest") for r in one["rows"]] == [r.get("param_digest") for r in two["rows"]]
+
+
+def test_experiment_command_reads_a_settings_section_and_overrides(tmp_path):
+    from typer.testing import CliRunner
+
+    from repro.cli import app
+
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        "probes:\n  c2:\n    operators: [max]\n    pool_options: {}\n    workers: 1\n"
+        "    data: {n_train: 32, n_test: 16, image_size: 32, glyph: 3}\n"
+    )
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["experiment", "c2", "--out", str(out), "--settings", str(params), "--section",
+                                      "probes.c2", "--set", '{"fit": {"epochs": 1}}', "--no-progress"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    records = json.loads((out / "c2_probes.json").read_text())
+    assert records["settings"]["fit"]["epochs"] == 1 and [r["operator"] for r in records["rows"]] == ["max"]
+    bad = CliRunner().invoke(app, ["experiment", "c2", "--out", str(out), "--settings", str(params), "--section",
+                                   "probes.table7"])  # fmt: skip
+    assert bad.exit_code != 0 and "probes.table7" in str(bad.exception)

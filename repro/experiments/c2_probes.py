@@ -61,7 +61,7 @@ class C2Settings:
     mode: str = "train"
     dataset: str = "compass"
     data: dict[str, Any] = field(
-        default_factory=lambda: {"n_train": 1500, "n_test": 500, "image_size": 32, "glyph": 3, "seed": 0}
+        default_factory=lambda: {"n_train": 1500, "n_test": 500, "image_size": 32, "glyph": 5, "seed": 0}
     )
     data_root: str | None = None
     operators: tuple[str, ...] = DEFAULT_OPERATORS
@@ -70,7 +70,7 @@ class C2Settings:
     )
     width: int = 128
     seeds: tuple[int, ...] = (0,)
-    fit: FitSettings = field(default_factory=lambda: FitSettings(epochs=5, batch_size=64, lr=0.003))
+    fit: FitSettings = field(default_factory=lambda: FitSettings(epochs=6, batch_size=64, lr=0.01))
     timing: C2Timing = field(default_factory=C2Timing)
     workers: int = 2
     threads: int = 1
@@ -110,7 +110,7 @@ def _train_job(job: Mapping[str, Any]) -> dict[str, Any]:
         test,
         settings.fit,
         seed=int(job["seed"]),
-        progress=bool(job.get("progress")),
+        progress=bool(job.get("_progress")),
         desc=f"c2 {job['operator']} seed {job['seed']}",
     )
     return {**result.as_dict(), "data": {k: info[k] for k in ("n_train", "n_test", "train_digest", "test_digest")}}
@@ -170,7 +170,7 @@ def run_c2_probes(settings: Mapping[str, Any], out_dir: Path, *, progress: bool 
         return _run_timing(config, plain, out_dir, progress)
     show = progress_enabled(progress) and config.workers <= 1
     jobs = [
-        {"id": f"{config.dataset}-{op}-seed{seed}", "operator": op, "seed": seed, "settings": plain, "progress": show}
+        {"id": f"{config.dataset}-{op}-seed{seed}", "operator": op, "seed": seed, "settings": plain, "_progress": show}
         for op in config.operators
         for seed in config.seeds
     ]

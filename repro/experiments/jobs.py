@@ -1,7 +1,8 @@
 """Independent experiment jobs: cached results (resumable runs) and an optional pool of worker processes.
 
 A *job* is a JSON-ready mapping with an ``id``; its result is cached in ``<cache_dir>/<id>.json`` together with the
-job itself, and reused only when the cached job equals the new one (changed settings run again). Results are written
+job itself, and reused only when the cached job equals the new one (changed settings run again; keys starting with
+``_`` are display options and are not compared). Results are written
 atomically as each job finishes, so an interrupted experiment continues where it stopped.
 
 With ``workers > 1`` jobs run in spawned processes (each on ``threads`` intra-op threads); with one worker they run
@@ -60,7 +61,8 @@ class JobCache:
 
 
 def _plain(job: Job) -> Any:
-    return json.loads(json.dumps(job))
+    """The job as JSON data, without its ``_``-prefixed keys (display options that do not change the result)."""
+    return json.loads(json.dumps({k: v for k, v in job.items() if not str(k).startswith("_")}))
 
 
 def _init_worker(threads: int) -> None:

@@ -68,14 +68,14 @@ class ShootoutSettings:
     channels: tuple[int, ...] = (8, 16, 32, 64)
     datasets: dict[str, Any] = field(
         default_factory=lambda: {
-            "compass": {"n_train": 1000, "n_test": 500, "image_size": 16, "glyph": 3, "seed": 0},
+            "compass": {"n_train": 800, "n_test": 500, "image_size": 16, "glyph": 3, "seed": 0},
             "digits": {"image_size": 16},
         }
     )
     data_root: str | None = None
     seeds: tuple[int, ...] = (0, 1, 2)
     fit: FitSettings = field(default_factory=lambda: FitSettings(epochs=5, batch_size=64, lr=0.003))
-    epochs: dict[str, Any] = field(default_factory=lambda: {"digits": 3})
+    epochs: dict[str, Any] = field(default_factory=lambda: {"digits": 2})
     reference_setting: str = "standard"
     workers: int = 2
     threads: int = 1

@@ -7,8 +7,8 @@ For every row (probe set, image size, with or without the 3x3/s2 conv of 8 filte
   ``target_accuracy`` for at least ``seeds_required`` of ``seeds``. The accuracy of a run is the best test accuracy
   over its epochs (RNNPool App. G reports the best top-1), and training stops at the epoch that reaches the target.
   Default: 1 of 2 seeds, because Table 7 states which configurations *can* fit the set; a seed that does not
-  converge within the epoch budget says little about capacity. Seeds are tried in order and a configuration stops as
-  soon as its outcome is decided; every run is recorded.
+  converge within the epoch budget says little about capacity. Every seed of a tried configuration is trained (in
+  parallel on the workers) and recorded.
 * **Smallest.** Passing configurations are ordered by the probe's parameter count, then by ``h1``.
 * **Search.** ``grid`` trains every ``(h1, h2)``. ``staircase`` assumes that passing is monotone (a configuration
   with ``h1' >= h1`` and ``h2' >= h2`` passes whenever ``(h1, h2)`` does) and walks the frontier: start at the
@@ -38,12 +38,17 @@ from repro.experiments.training import FitSettings, TensorSplit, channel_stats, 
 from repro.models.probes import RNNPoolProbe, probe_num_params
 from repro.utils.figures import pyplot, save_figure
 
-__all__ = ["DATA_LABELS", "Table7Settings", "run_table7", "search_order"]
+__all__ = ["DATA_LABELS", "FULL_TABLE", "Table7Settings", "run_table7", "search_order"]
 
 NAME = "table7"
 SEARCHES = ("staircase", "grid")
 DATA_LABELS = {"lines": "(1)", "multi_lines": "(2)", "polygons": "(3)"}
 """The set numbers of App. C.1."""
+FULL_TABLE: dict[str, Any] = {
+    "rows": ["lines@32", "multi_lines@32", "multi_lines@64", "polygons@64"],
+    "conv": [True, False],
+}
+"""The rows of the paper's Table 7 (its eight cells): ``run_table7({**FULL_TABLE, ...}, out)``."""
 RUN_KEYS = ("n_train", "n_test", "data_seed", "data", "fit", "target_accuracy", "conv_channels", "rnn_cell", "threads")
 """The settings one training run depends on (its cache key); the others only choose which runs are made."""
 
@@ -52,25 +57,26 @@ RUN_KEYS = ("n_train", "n_test", "data_seed", "data", "fit", "target_accuracy", 
 class Table7Settings:
     """Settings of :func:`run_table7` (``params.yaml`` ``probes: table7:``); the defaults are the default run's.
 
-    ``rows``: ``"<set>@<image size>"`` for the table's four data rows, each run with and without the conv
-    (``conv``). ``data``: options of :func:`repro.data.probe_sets.make_probe_set` for every set (noise, lengths,
-    radii, ...); ``n_train``/``n_test`` images per split, generated from ``data_seed``. ``fit``: the training of one
-    run (``epochs`` is the maximum: a run stops when it reaches ``target_accuracy``). ``workers`` processes of
-    ``threads`` threads train rows in parallel.
+    ``rows``: ``"<set>@<image size>"`` data rows, each run with and/or without the conv (``conv``). The default run
+    has the budget of one table cell, set (1) at 32x32 with the conv; :data:`FULL_TABLE` lists all eight. ``data``:
+    options of :func:`repro.data.probe_sets.make_probe_set` for every set (noise, lengths, radii, ...);
+    ``n_train``/``n_test`` images per split, generated from ``data_seed``. ``fit``: the training of one run
+    (``epochs`` is the maximum: a run stops when it reaches ``target_accuracy``). ``workers`` processes of ``threads``
+    threads train the seeds and rows of one search round in parallel.
     """
 
-    rows: tuple[str, ...] = ("lines@32", "multi_lines@32", "multi_lines@64", "polygons@64")
-    conv: tuple[bool, ...] = (True, False)
+    rows: tuple[str, ...] = ("lines@32",)
+    conv: tuple[bool, ...] = (True,)
     hidden: tuple[int, ...] = (4, 8, 16, 32)
     search: str = "staircase"
     seeds: tuple[int, ...] = (0, 1)
     seeds_required: int = 1
     target_accuracy: float = 1.0
-    n_train: int = 1000
-    n_test: int = 250
+    n_train: int = 2000
+    n_test: int = 500
     data_seed: int = 0
     data: dict[str, Any] = field(default_factory=dict)
-    fit: FitSettings = field(default_factory=lambda: FitSettings(epochs=12, batch_size=50, lr=0.01))
+    fit: FitSettings = field(default_factory=lambda: FitSettings(epochs=25, batch_size=50, lr=0.01))
     conv_channels: int = 8
     rnn_cell: str = "fastgrnn"
     workers: int = 2
@@ -104,24 +110,41 @@ def parse_row(row: str) -> tuple[str, int]:
     return name, int(size)
 
 
-def search_order(hidden: tuple[int, ...], passes, search: str) -> list[tuple[int, int]]:
-    """The configurations ``search`` visits, calling ``passes(h1, h2) -> bool`` for each (see the module doc)."""
-    values = sorted(hidden)
-    visited: list[tuple[int, int]] = []
-    if search == "grid":
-        for h1 in values:
-            for h2 in values:
-                visited.append((h1, h2))
-                passes(h1, h2)
-        return visited
-    i, j = 0, len(values) - 1
-    while i < len(values) and j >= 0:
-        visited.append((values[i], values[j]))
-        if passes(values[i], values[j]):
-            j -= 1
+class Search:
+    """The configurations one row tries, proposed round by round: :meth:`propose` gives the next ones (all of them
+    at once for ``grid``, one for ``staircase``), :meth:`report` takes whether each passed."""
+
+    def __init__(self, hidden: tuple[int, ...], search: str) -> None:
+        self.values, self.search = sorted(hidden), search
+        self.i, self.j = 0, len(self.values) - 1
+        self.visited: list[tuple[int, int]] = []
+        self._grid_done = False
+
+    def propose(self) -> list[tuple[int, int]]:
+        if self.search == "grid":
+            return [] if self._grid_done else [(a, b) for a in self.values for b in self.values]
+        if self.i < len(self.values) and self.j >= 0:
+            return [(self.values[self.i], self.values[self.j])]
+        return []
+
+    def report(self, outcomes: Mapping[tuple[int, int], bool]) -> None:
+        self.visited.extend(outcomes)
+        if self.search == "grid":
+            self._grid_done = True
+            return
+        (passed,) = outcomes.values()
+        if passed:
+            self.j -= 1  # pass: try a smaller h2
         else:
-            i += 1
-    return visited
+            self.i += 1  # fail: try a larger h1
+
+
+def search_order(hidden: tuple[int, ...], passes, search: str) -> list[tuple[int, int]]:
+    """The configurations ``search`` visits when ``passes(h1, h2) -> bool`` decides each (see the module doc)."""
+    state = Search(hidden, search)
+    while proposed := state.propose():
+        state.report({c: passes(*c) for c in proposed})
+    return state.visited
 
 
 @lru_cache(maxsize=4)
@@ -144,78 +167,77 @@ def _splits(name: str, size: int, n_train: int, n_test: int, seed: int, options:
     )
 
 
-def _row_job(job: Mapping[str, Any]) -> dict[str, Any]:
-    """Search one table row (a job of :func:`repro.experiments.jobs.run_jobs`)."""
+def _run_job(job: Mapping[str, Any]) -> dict[str, Any]:
+    """Train one (row, h1, h2, seed) (a job of :func:`repro.experiments.jobs.run_jobs`)."""
     settings = Table7Settings.from_mapping(job["settings"])
     name, size, conv = job["set"], int(job["image_size"]), bool(job["conv"])
     train, test, data = _splits(
         name, size, settings.n_train, settings.n_test, settings.data_seed, json.dumps(settings.data, sort_keys=True)
     )
     fit_settings = FitSettings(**{**to_plain(settings.fit), "stop_at": settings.target_accuracy})
-    cache = JobCache(Path(job["cache_dir"]) if job.get("cache_dir") else None)
-    outputs = len(data["classes"])
-    sweep: dict[tuple[int, int], dict[str, Any]] = {}
-    started = time.perf_counter()
+    h1, h2 = int(job["h1"]), int(job["h2"])
+    result = fit(
+        lambda: RNNPoolProbe(
+            1,
+            len(data["classes"]),
+            (h1, h2),
+            conv=conv,
+            conv_channels=settings.conv_channels,
+            rnn_cell=settings.rnn_cell,
+        ),
+        train,
+        test,
+        fit_settings,
+        seed=int(job["seed"]),
+        desc=f"{job['row']} h=({h1},{h2}) seed {job['seed']}",
+        progress=bool(job.get("_progress")),
+    )
+    return {
+        **result.as_dict(),
+        "data": {k: data[k] for k in ("train_digest", "test_digest", "mean", "std")},
+        "outputs": len(data["classes"]),
+    }
 
-    def evaluate_config(h1: int, h2: int) -> bool:
-        runs: dict[str, Any] = {}
-        passed = 0
-        for k, seed in enumerate(settings.seeds):
-            run_job = {
-                "id": f"{job['id']}-h{h1}-{h2}-seed{seed}",
-                "row": job["id"],
-                "h1": h1,
-                "h2": h2,
-                "seed": seed,
-                "settings": {k: job["settings"][k] for k in RUN_KEYS},
-            }
-            result = cache.get(run_job)
-            if result is None:
-                result = fit(
-                    lambda: RNNPoolProbe(
-                        1,
-                        outputs,
-                        (h1, h2),
-                        conv=conv,
-                        conv_channels=settings.conv_channels,
-                        rnn_cell=settings.rnn_cell,
-                    ),
-                    train,
-                    test,
-                    fit_settings,
-                    seed=seed,
-                    desc=f"{job['id']} h=({h1},{h2}) seed {seed}",
-                    progress=bool(job.get("progress")),
-                ).as_dict()
-                cache.put(run_job, result)
-            runs[str(seed)] = result
-            passed += result["best_accuracy"] >= settings.target_accuracy
-            remaining = len(settings.seeds) - k - 1
-            if passed >= settings.seeds_required or passed + remaining < settings.seeds_required:
-                break
-        params = probe_num_params(1, outputs, h1, h2, conv=conv, conv_channels=settings.conv_channels)
-        sweep[(h1, h2)] = {
-            "h1": h1,
-            "h2": h2,
-            "params": params,
-            "passed": passed >= settings.seeds_required,
-            "seeds_passed": passed,
-            "seeds_run": len(runs),
-            "test_accuracy": {s: r["best_accuracy"] for s, r in runs.items()},
-            "epochs": {s: r["epochs_run"] for s, r in runs.items()},
-            "train_seconds": round(sum(r["train_seconds"] for r in runs.values()), 2),
-        }
-        return sweep[(h1, h2)]["passed"]
 
-    visited = search_order(settings.hidden, evaluate_config, settings.search)
-    tried = [sweep[c] for c in visited]
+@dataclass
+class _Row:
+    """The search state and the tried configurations of one table row."""
+
+    id: str
+    set: str
+    image_size: int
+    conv: bool
+    search: Search
+    tried: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def _config_record(settings: Table7Settings, row: _Row, h1: int, h2: int, runs: dict[str, dict]) -> dict[str, Any]:
+    passed = sum(r["best_accuracy"] >= settings.target_accuracy for r in runs.values())
+    outputs = next(iter(runs.values()))["outputs"]
+    return {
+        "h1": h1,
+        "h2": h2,
+        "params": probe_num_params(1, outputs, h1, h2, conv=row.conv, conv_channels=settings.conv_channels),
+        "passed": passed >= settings.seeds_required,
+        "seeds_passed": passed,
+        "seeds_run": len(runs),
+        "test_accuracy": {s: r["best_accuracy"] for s, r in runs.items()},
+        "epochs": {s: r["epochs_run"] for s, r in runs.items()},
+        "train_seconds": round(sum(r["train_seconds"] for r in runs.values()), 2),
+    }
+
+
+def _row_record(settings: Table7Settings, row: _Row) -> dict[str, Any]:
+    tried = [row.tried[c] for c in row.search.visited]
     passing = sorted((c for c in tried if c["passed"]), key=lambda c: (c["params"], c["h1"]))
     best = passing[0] if passing else max(tried, key=lambda c: (max(c["test_accuracy"].values()), -c["params"]))
-    row = {
-        "data": DATA_LABELS[name],
-        "set": name,
-        "image_size": size,
-        "conv": conv,
+    return {
+        "data": DATA_LABELS[row.set],
+        "set": row.set,
+        "image_size": row.image_size,
+        "conv": row.conv,
         "reached": bool(passing),
         "h1": best["h1"] if passing else None,
         "h2": best["h2"] if passing else None,
@@ -226,13 +248,9 @@ def _row_job(job: Mapping[str, Any]) -> dict[str, Any]:
         "closest": None if passing else {"h1": best["h1"], "h2": best["h2"], "params": best["params"]},
         "configs_tried": len(tried),
         "monotone": _monotone(tried) if settings.search == "grid" else None,
-        "wall_seconds": round(time.perf_counter() - started, 1),
-        "data_digest": {"train": data["train_digest"], "test": data["test_digest"]},
-        "normalisation": {"mean": data["mean"], "std": data["std"]},
-    }
-    return {
-        "row": row,
-        "sweep": [{"data": row["data"], "set": name, "image_size": size, "conv": conv, **c} for c in tried],
+        "train_seconds": round(sum(c["train_seconds"] for c in tried), 1),
+        "data_digest": {"train": row.data.get("train_digest"), "test": row.data.get("test_digest")},
+        "normalisation": {"mean": row.data.get("mean"), "std": row.data.get("std")},
     }
 
 
@@ -243,53 +261,82 @@ def _monotone(tried: list[dict[str, Any]]) -> bool:
     )
 
 
-def _row_cost(name: str, size: int, conv: bool) -> float:
-    """Relative cost of a row (RNN steps per image): the most expensive rows are scheduled first."""
+def _run_cost(size: int, conv: bool, h1: int) -> float:
+    """Relative cost of one run (RNN1 steps x sequences x h1 per image): the most expensive go first."""
     side = size // 2 if conv else size
-    return float(side * side)
+    return float(side * side * max(h1, 8))
 
 
 def run_table7(settings: Mapping[str, Any], out_dir: Path, *, progress: bool = False) -> dict[str, Any]:
     """Run the Table 7 search with ``settings`` (see :class:`Table7Settings`) and write its outputs in ``out_dir``.
 
-    Returns the records written to ``table7.json``.
+    The rows advance together, round by round: every row that is not finished proposes its next configuration(s),
+    and all their seeds train in parallel on the workers. Returns the records written to ``table7.json``.
     """
     config = Table7Settings.from_mapping(settings)
     out_dir = Path(out_dir)
     plain = to_plain(config)
-    jobs = []
-    for row in config.rows:
-        name, size = parse_row(row)
-        for conv in config.conv:
-            jobs.append(
-                {
-                    "id": f"{name}-{size}-{'conv' if conv else 'noconv'}",
-                    "set": name,
-                    "image_size": size,
-                    "conv": conv,
-                    "settings": plain,
-                    "cache_dir": str(out_dir / "cache" / NAME),
-                    "progress": progress_enabled(progress) and config.workers <= 1,
-                }
-            )
-    order = sorted(range(len(jobs)), key=lambda i: -_row_cost(jobs[i]["set"], jobs[i]["image_size"], jobs[i]["conv"]))
+    run_settings = {k: plain[k] for k in RUN_KEYS}
+    rows = [
+        _Row(f"{name}-{size}-{'conv' if conv else 'noconv'}", name, size, conv, Search(config.hidden, config.search))
+        for name, size in map(parse_row, config.rows)
+        for conv in config.conv
+    ]
+    cache = JobCache(out_dir / "cache" / NAME)
+    show = progress_enabled(progress) and config.workers <= 1
     started = time.perf_counter()
-    results = run_jobs(
-        [jobs[i] for i in order],
-        _row_job,
-        cache=JobCache(None),
-        workers=config.workers,
-        threads=config.threads,
-        progress=progress,
-        desc="table7 rows",
-    )
-    by_id = {jobs[i]["id"]: r for i, r in zip(order, results)}
-    ordered = [by_id[j["id"]] for j in jobs]
-    rows = [r["row"] for r in ordered]
-    sweep = [c for r in ordered for c in r["sweep"]]
+    while proposals := [(row, c) for row in rows for c in row.search.propose()]:
+        jobs = [
+            {
+                "id": f"{row.id}-h{h1}-{h2}-seed{seed}",
+                "row": row.id,
+                "set": row.set,
+                "image_size": row.image_size,
+                "conv": row.conv,
+                "h1": h1,
+                "h2": h2,
+                "seed": seed,
+                "settings": run_settings,
+                "_progress": show,
+            }
+            for row, (h1, h2) in proposals
+            for seed in config.seeds
+        ]
+        jobs.sort(key=lambda j: -_run_cost(j["image_size"], j["conv"], j["h1"]))
+        results = dict(
+            zip(
+                (j["id"] for j in jobs),
+                run_jobs(
+                    jobs,
+                    _run_job,
+                    cache=cache,
+                    workers=config.workers,
+                    threads=config.threads,
+                    progress=progress,
+                    desc=f"table7 round ({len(proposals)} configurations)",
+                ),
+            )
+        )
+        for row in rows:
+            outcomes = {}
+            for owner, (h1, h2) in proposals:
+                if owner is not row:
+                    continue
+                runs = {str(seed): results[f"{row.id}-h{h1}-{h2}-seed{seed}"] for seed in config.seeds}
+                row.data = next(iter(runs.values()))["data"]
+                row.tried[(h1, h2)] = _config_record(config, row, h1, h2, runs)
+                outcomes[(h1, h2)] = row.tried[(h1, h2)]["passed"]
+            if outcomes:
+                row.search.report(outcomes)
     wall = round(time.perf_counter() - started, 1)
-    records = write_records(out_dir, NAME, plain, rows, sweep=sweep, wall_seconds=wall, rule=_rule(config))
-    _write_outputs(out_dir, rows, sweep, config, wall)
+    records_rows = [_row_record(config, row) for row in rows]
+    sweep = [
+        {"data": DATA_LABELS[row.set], "set": row.set, "image_size": row.image_size, "conv": row.conv, **row.tried[c]}
+        for row in rows
+        for c in row.search.visited
+    ]
+    records = write_records(out_dir, NAME, plain, records_rows, sweep=sweep, wall_seconds=wall, rule=_rule(config))
+    _write_outputs(out_dir, records_rows, sweep, config, wall)
     return json.loads(records.read_text())
 
 
@@ -321,7 +368,7 @@ def _write_outputs(out_dir: Path, rows, sweep, config: Table7Settings, wall: flo
                 "seeds passed": f"{r['seeds_passed']}/{r['seeds_run']}",
                 "test accuracy": _fmt_acc(r["test_accuracy"]),
                 "configs tried": r["configs_tried"],
-                "seconds": r["wall_seconds"],
+                "train s": r["train_seconds"],
             }
         )
     rule = _rule(config)
