@@ -187,3 +187,27 @@ def test_experiment_command_reads_a_settings_section_and_overrides(tmp_path):
     bad = CliRunner().invoke(app, ["experiment", "c2", "--out", str(out), "--settings", str(params), "--section",
                                    "probes.table7"])  # fmt: skip
     assert bad.exit_code != 0 and "probes.table7" in str(bad.exception)
+
+
+@pytest.mark.slow
+def test_default_table7_cell_is_fitted_to_100_percent(tmp_path):
+    """The default run (one cell, about 8 CPU-minutes): some configuration reaches 100 % on a seed."""
+    row = run_table7({}, tmp_path)["rows"][0]
+    assert row["reached"] and row["seeds_passed"] >= 1 and max(row["test_accuracy"].values()) == 1.0
+    assert row["configs_tried"] <= 7
+
+
+@pytest.mark.slow
+def test_default_c2_ranks_the_relation_keeping_operators_above_the_pools(tmp_path):
+    rows = {r["operator"]: r["accuracy_mean"] for r in run_c2_probes({}, tmp_path)["rows"]}
+    assert rows["strided_conv"] > 0.25 and rows["rnnpool"] > 0.2  # chance is 0.125
+    assert max(rows["max"], rows["avg"]) < 0.2
+
+
+@pytest.mark.slow
+def test_default_shootout_is_far_from_chance_and_not_saturated(tmp_path):
+    records = run_shootout({}, tmp_path)
+    learned = [r for r in records["rows"] if r["applicable"] and r["method"] not in ("skip", "rnnpool")]
+    assert len(records["rows"]) == 44 and len(records["runs"]) == 126
+    assert all(0.3 < r["accuracy_mean"] < 0.99 for r in learned)
+    assert all(len(r["accuracy"]) == 3 for r in learned)

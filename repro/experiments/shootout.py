@@ -371,14 +371,17 @@ def _plot(out_dir: Path, config: ShootoutSettings, rows) -> None:
     plt = pyplot()
     datasets = list(config.datasets)
     fig, axes = plt.subplots(1, len(datasets), figsize=(6.0 * len(datasets), 4.6), squeeze=False)
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
     markers = dict(zip(config.strides, "o^sDv"))
     colours = {m: plt.get_cmap("tab20")(i % 20) for i, m in enumerate(config.methods)}
+    spread = {m: 1.0 + 0.025 * (i - (len(config.methods) - 1) / 2) for i, m in enumerate(config.methods)}
     for ax, d in zip(axes[0], datasets):
         for r in rows:
             if r["dataset"] != d or not r["applicable"]:
                 continue
             ax.errorbar(
-                r["peak_memory_bytes"] / 1024,
+                r["peak_memory_bytes"] / 1024 * spread[r["method"]],
                 100 * r["accuracy_mean"],
                 yerr=100 * (r["accuracy_std"] or 0),
                 marker=markers[r["setting"]],
@@ -388,10 +391,15 @@ def _plot(out_dir: Path, config: ShootoutSettings, rows) -> None:
                 label=f"{r['method']} ({r['setting']})",
             )
         ax.set_xscale("log")
+        kb = [r["peak_memory_bytes"] / 1024 for r in rows if r["dataset"] == d and r["applicable"]]
+        ax.set_xticks([2.0**k for k in range(-4, 16) if min(kb) / 1.5 <= 2.0**k <= max(kb) * 1.5])
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("peak memory, layerwise (KB, log scale)")
         ax.set_ylabel("test accuracy % (mean ± std over seeds)")
         ax.set_title(d)
         ax.grid(alpha=0.3)
+    fig.suptitle("Pooling shoot-out: points of equal memory are spread by a few % per method", fontsize=9)
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7)
     save_figure(fig, out_dir / NAME)

@@ -391,7 +391,8 @@ def _write_outputs(out_dir: Path, rows, sweep, config: Table7Settings, wall: flo
 
 
 def _plot(out_dir: Path, rows, sweep, config: Table7Settings) -> None:
-    """One heat map per row: best test accuracy over the seeds of every tried (h1, h2); a ring marks passes."""
+    """One heat map per row: best test accuracy (%) over the seeds of every tried (h1, h2), written in its cell; a
+    ring marks the passing configurations, a red square the smallest one."""
     import numpy as np
 
     plt = pyplot()
@@ -407,11 +408,20 @@ def _plot(out_dir: Path, rows, sweep, config: Table7Settings) -> None:
             if (c["set"], c["image_size"], c["conv"]) == (row["set"], row["image_size"], row["conv"]):
                 i, j = values.index(c["h1"]), values.index(c["h2"])
                 grid[i, j] = max(c["test_accuracy"].values())
+                ax.text(j, i, f"{100 * grid[i, j]:.1f}", ha="center", va="center", fontsize=7, color="black")
                 if c["passed"]:
                     ax.scatter(j, i, s=160, facecolors="none", edgecolors="white", linewidths=1.5)
         image = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", origin="lower")
         if row["reached"]:
-            ax.scatter(values.index(row["h2"]), values.index(row["h1"]), marker="*", s=120, color="red")
+            ax.scatter(
+                values.index(row["h2"]),
+                values.index(row["h1"]),
+                marker="s",
+                s=420,
+                facecolors="none",
+                edgecolors="red",
+                linewidths=2,
+            )
         ax.set_xticks(range(len(values)), values)
         ax.set_yticks(range(len(values)), values)
         ax.set_xlabel("h2")
