@@ -680,6 +680,22 @@ def train_detection_command(
     )
 
 
+# -- experiment (repro.experiments) --
+@app.command("experiment")
+def experiment(
+    name: str = typer.Argument(..., help="table7 (RNNPool App. C.1), c2 (App. C.2 probes) or shootout."),
+    out: str = typer.Option(..., "--out", help="Output directory: <name>.json, .md, .csv, plots, cache/."),
+    settings: str | None = typer.Option(None, "--settings", help="YAML file with the settings (default: built-in)."),
+    section: str | None = typer.Option(None, "--section", help="Dotted key of the settings in that file."),
+    set_: str | None = typer.Option(None, "--set", help="JSON mapping over the settings, e.g. '{\"workers\": 1}'."),
+    progress: bool = typer.Option(True, help="Progress bars (also off with REPRO_NO_PROGRESS=1)."),
+) -> None:
+    """Train one experiment for real on the CPU (docs/experiments.md) and write its records, tables and plots."""
+    from repro.experiments.command import experiment_command
+
+    raise typer.Exit(experiment_command(name, settings, section, out, set_, progress))
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

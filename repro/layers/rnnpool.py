@@ -208,8 +208,10 @@ class RNN(nn.Module):
         xw = self.cell.project(xs)
         state = self.cell.initial_state(xs.shape[1], xs)
         outputs = []
-        for t in range(xs.shape[0]):
-            state = self.cell.step(xw[t], state)
+        # unbind, not xw[t]: the backward of T selects would build T zero tensors of xw's full size (O(T^2) memory
+        # traffic); unbind's backward stacks the T gradients once.
+        for xw_t in xw.unbind(0):
+            state = self.cell.step(xw_t, state)
             if return_all:
                 outputs.append(self.cell.hidden(state))
         if return_all:
