@@ -531,6 +531,33 @@ def stage_train(
         raise typer.Exit(1)
 
 
+@stage_app.command("probes")
+def stage_probes(pipelines: str = typer.Option("pipelines"), params: str = typer.Option("params.yaml")) -> None:
+    """RNNPool Table 7 and the App. C.2 probes, trained for real (params.yaml: probes); results/probes/."""
+    from repro.pipeline.stages import probes as stage
+
+    try:
+        result = stage.run(_entries(pipelines), _params(params), progress=True)
+    except (ValueError, *_data_errors()) as exc:
+        raise fail(exc) from None
+    rows = result["table7"]["rows"]
+    typer.echo(
+        f"table7: {sum(r['reached'] for r in rows)}/{len(rows)} cells reached; c2: {len(result['c2']['rows'])} rows"
+    )
+
+
+@stage_app.command("shootout")
+def stage_shootout(params: str = typer.Option("params.yaml")) -> None:
+    """Every pool in one backbone at two stride settings, with seeds (params.yaml: shootout); results/shootout/."""
+    from repro.pipeline.stages import shootout as stage
+
+    try:
+        result = stage.run(_params(params), progress=True)
+    except (ValueError, *_data_errors()) as exc:
+        raise fail(exc) from None
+    typer.echo(f"shootout: {len(result['rows'])} rows -> results/shootout")
+
+
 @stage_app.command("tables")
 def stage_tables(
     pipelines: str = typer.Option("pipelines"),

@@ -231,6 +231,8 @@ Job = tuple[Entry, str]  # an entry and its dtype
 def _profile_model_group(jobs: list[Job], conventions: Sequence[str]) -> list[ProfileRow]:
     """The rows of configurations that differ only in image size: the model is built once (errors recorded)."""
     first = jobs[0][0]
+    if not first.buildable:
+        return [_error_row(entry, dtype, ValueError(f"not buildable: {entry.reason}")) for entry, dtype in jobs]
     try:
         module = build_profile_model(first.arch, first.num_classes, first.model_opts)
     except Exception as exc:  # one entry's failure (bad name, bad option) is recorded; the others still run

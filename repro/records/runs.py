@@ -91,7 +91,8 @@ class MetricsRecord:
 
     ``values`` maps a metric to its selectable numbers: ``{"accuracy": {"best": 93.1, "last": 92.8}}`` (percent),
     ``{"map": {"AP": 0.31, "AP50": 0.52, ...}}`` (fractions), as :data:`SELECTIONS` lists. ``profile`` says where they
-    come from: ``smoke`` values are never judged against a paper.
+    come from: ``smoke`` values are never judged against a paper. ``comparable`` overrides that for results that do
+    not depend on the profile (the Table 7 probes train on the paper's synthetic tasks in every profile).
     """
 
     entry: str
@@ -108,10 +109,16 @@ class MetricsRecord:
     run_dir: str | None = None
     wall_time_s: float | None = None
     git_revision: str | None = None
+    comparable: bool | None = None
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
             raise RecordError(f"entry {self.entry!r}: status {self.status!r} is not one of {STATUSES}")
+
+    @property
+    def is_comparable(self) -> bool:
+        """Whether our values may be judged against a paper's: learned in the full profile, or said so."""
+        return self.profile == "full" if self.comparable is None else self.comparable
 
     def value(self, metric: str, selection: str | None = None) -> float | None:
         """Our number for ``metric`` (``selection`` picks best/last, AP50, ...); ``None`` unless the run is ok."""

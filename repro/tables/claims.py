@@ -40,7 +40,7 @@ def _accuracy(results: Results, entry_id: str) -> tuple[float | None, str | None
     record = results.metrics.get(entry_id)
     if record is None:
         return None, None
-    return record.value("accuracy", "best"), record.profile
+    return record.value("accuracy", "best"), "full" if record.is_comparable else record.profile
 
 
 def _is_sap(method: str) -> bool:

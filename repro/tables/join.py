@@ -4,6 +4,8 @@ MACs / memory from the profile stage (the cell's own model block first, else its
 
 from __future__ import annotations
 
+import math
+
 from repro.records.profile import DEFAULT_CONVENTION
 from repro.records.reported import PROFILE_METRICS, PaperTable, ReportedCell
 from repro.records.runs import SELECTIONS
@@ -46,10 +48,22 @@ def _profile_cell(table: PaperTable, cell: ReportedCell, results: Results) -> Ce
     )
 
 
+def _powers_of_two(ours: float, reported: float) -> str:
+    """How far apart two hidden sizes are, in powers of two (Table 7's verdict per cell)."""
+    if ours <= 0 or reported <= 0:
+        return ""
+    steps = round(abs(math.log2(ours / reported)))
+    return "the same size" if steps == 0 else "one power of two away" if steps == 1 else f"{steps} powers of two away"
+
+
 def _trained_cell(table: PaperTable, cell: ReportedCell, results: Results) -> CellVerdict:
     record = results.metrics.get(cell.entry or "")
     if record is None:
-        reason = f"no results/metrics file for entry {cell.entry!r}"
+        entry = results.entries.get(cell.entry or "")
+        if entry is not None and not entry.trainable:
+            reason = f"not trained by the train stage: {entry.reason}"
+        else:
+            reason = f"no results/metrics file for entry {cell.entry!r}"
         return CellVerdict.of(table.key, cell, None, comparable=False, reason=reason)
     value = record.value(cell.metric, cell.selection)
     if cell.metric == "accuracy" and cell.unit == "fraction" and value is not None:
@@ -59,11 +73,13 @@ def _trained_cell(table: PaperTable, cell: ReportedCell, results: Results) -> Ce
     reason = None
     if value is None:
         reason = record.reason or f"the run of {cell.entry!r} reports no {cell.metric} {cell.selection!r}"
+    elif cell.metric == "hidden_size" and cell.value:
+        reason = _powers_of_two(value, cell.value)
     return CellVerdict.of(
         table.key,
         cell,
         value,
-        comparable=record.profile == "full",
+        comparable=record.is_comparable,
         source_profile=record.profile,
         result_file=results.metrics_files.get(record.entry),
         reason=reason,

@@ -146,7 +146,7 @@ def learned_points(results: Results) -> dict[str, dict[str, list[tuple[float, fl
         row = results.profile.get(entry_id)
         acc = record.value("accuracy", "best")
         peak = None if row is None else row.peak("layerwise")
-        if entry is None or record.profile != "full" or acc is None or peak is None:
+        if entry is None or not record.is_comparable or acc is None or peak is None:
             continue
         backbone, method = backbone_and_method(entry)
         points.setdefault(backbone, {}).setdefault(method, []).append((peak / 2**20, acc))
