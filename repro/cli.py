@@ -157,6 +157,7 @@ def _cells_report(paths: list[str], metrics: list[str] | None = None, pipelines:
     from tabulate import tabulate
 
     from repro.metrics.cells import CellEvaluator
+    from repro.pipeline.stages.profile import entry_dtype
     from repro.records.reported import PROFILE_METRICS, load_table
 
     evaluator = CellEvaluator()
@@ -177,6 +178,7 @@ def _cells_report(paths: list[str], metrics: list[str] | None = None, pipelines:
                     "num_classes": entry.num_classes,
                     "image_size": entry.image_size,
                     "opts": dict(entry.model_opts),
+                    "dtype": entry_dtype(entry),  # as the profile stage: the model's deployed dtype
                 }
                 cell = dataclasses.replace(cell, model=spec)
             ours = evaluator.value(cell)

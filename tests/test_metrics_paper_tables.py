@@ -13,18 +13,23 @@ from pathlib import Path
 import pytest
 
 from repro.metrics.cells import CellEvaluator
+from repro.pipeline.stages.profile import entry_dtype
 from repro.records.entries import load_entries
 from repro.records.reported import PROFILE_METRICS, ReportedCell, load_table
 
 REPO = Path(__file__).resolve().parents[1]
 TABLES = REPO / "paper_tables" / "rnnpool"
-FILES = ("table1", "table2", "table3", "table18", "vww_text")
+FILES = ("table1", "table2", "table3", "table4", "table5", "table18", "vww_text")
 
 _TV_PARAMS = "torchvision's {0} has {1} parameters; the paper prints {2}"
 _RNN_MACS = (
     "the RNNPool/ReNet block costs {0} M MACs (EdgeML operator: both passes of RNN1 and both directions of RNN2 on "
     "every patch) and the rest of the network {1} M; the paper's total implies a different cost, and the same "
     "RNNPool block is priced differently in different rows (docs/profiling.md)"
+)
+_FACE_MACS = (
+    "our {0} counts the RNNPool block as EdgeML's operator computes it and every S3FD head; the paper prints {1} "
+    "(the same pricing gap as the classifiers' RNNPool rows, docs/profiling.md)"
 )
 _PARAMS_MODEL = (
     "the model built from the paper's architecture tables has {0} parameters, the paper prints {1} "
@@ -109,6 +114,19 @@ KNOWN_MISMATCHES: dict[str, str] = {
         f"table18:{cell}-params": _PARAMS_MODEL.format(n, "2.0M")
         for cell, n in (("lstm", "2.221M"), ("gru", "2.219M"), ("fastgrnn", "2.217M"))
     },
+    # ---- Tables 4 and 5 (face detectors; docs/profiling.md, "Face detectors")
+    "table4:face_c-macs": _FACE_MACS.format("2.016 G", "1.80 G"),
+    "table4:face_b-macs": _FACE_MACS.format("1.275 G", "1.18 G"),
+    "table4:face_a-macs": _FACE_MACS.format("0.163 G", "0.10 G"),
+    "table4:face_quant-macs": _FACE_MACS.format("0.180 G", "0.12 G"),
+    "table5:face_m4-macs": _FACE_MACS.format("103.3 M", "70 M"),
+    "table4:face_b-params": _PARAMS_MODEL.format("1.250M", "1.12M"),
+    "table4:face_a-params": _PARAMS_MODEL.format("0.118M", "0.06M"),
+    "table4:face_quant-peak_memory": "the paper's 225 KB is the MBConv after RNNPool, 80x60x32 + 80x60x16 bytes; our "
+    "layerwise peak (569 KB) holds the six detection-head sources until the heads run, and the largest map (300 KB) "
+    "is the stem conv's 240x320x4, which the paper computes patch by patch with RNNPool",
+    "table5:face_m4-peak_memory": "no step of the M4 model holds 188 KB at 1 or 4 bytes per element: the largest map "
+    "is RNNPool's 30x40x64 (75 KB in int8, 300 KB in fp32)",
     # ---- Section 5.2 (VWW, 8-bit)
     "vww_text:vww-base-224-peak_memory": "MobileNetV2-0.35x with an 8-channel stem peaks at its first MBConv, "
     "112x112x8 + 112x112x8 bytes = 196 KB (294 KB with torchvision's 16-channel stem); 250 KB is also the "
@@ -123,8 +141,8 @@ def _cells() -> list:
     params = []
     for name in FILES:
         for cell in load_table(TABLES / f"{name}.yaml").cells:
-            if cell.metric not in PROFILE_METRICS or cell.value is None:
-                continue
+            if cell.metric not in PROFILE_METRICS or cell.value is None or not (cell.model or cell.entry):
+                continue  # no reported value, or a competitor method the suite does not build
             key = f"{name}:{cell.id}"
             marks = [pytest.mark.xfail(strict=True, reason=KNOWN_MISMATCHES[key])] if key in KNOWN_MISMATCHES else []
             params.append(pytest.param(cell, id=key, marks=marks))
@@ -164,6 +182,7 @@ def _with_model(cell: ReportedCell) -> ReportedCell:
         "num_classes": entry.num_classes,
         "image_size": entry.image_size,
         "opts": dict(entry.model_opts),
+        "dtype": entry_dtype(entry),
     }
     return dataclasses.replace(cell, model=spec)
 

@@ -190,3 +190,42 @@ def test_dvc_repro_reduced_smoke_pipeline(tmp_path):
     run = subprocess.run(["bash", "scripts/smoke_subset.sh"], cwd=dst, env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert (dst / "results" / "tables" / "rnnpool" / "table1.md").is_file()
+
+
+def test_a_detection_entry_trains_in_the_smoke_profile_and_reports_coco_ap(tmp_path, monkeypatch):
+    """The train stage runs a detection entry with its detector's smoke recipe; its record holds the COCO metrics
+    (an AP of 0.0 is a value, COCO's -1 for an empty size range is left out)."""
+    from repro.data import prepare
+    from repro.pipeline.params import load_params
+    from repro.pipeline.stages import train
+    from repro.records.entries import load_entries
+    from repro.records.runs import MetricsRecord
+
+    monkeypatch.setenv("REPRO_NO_PROGRESS", "1")
+    root = _tree(tmp_path)
+    entries = {
+        "det": {
+            "task": "detection",
+            "dataset": "coco8",
+            "arch": "mobilenet-skip-1222121",
+            "detector": "ssd",
+            "image_size": 320,
+            "num_classes": 8,
+        }
+    }
+    (root / "pipelines" / "p.yaml").write_text(yaml.safe_dump({"group": "g", "entries": entries}))
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["smoke"]["datasets"] = ["shapes_det"]
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    prepare("shapes_det", root / "data", n_train=8, n_val=4, image_size=128)
+    records = train.run(
+        "g",
+        load_entries(root / "pipelines"),
+        load_params(root / "params.yaml"),
+        runs=root / "runs",
+        results=root / "results" / "metrics",
+    )
+    assert records["det"].status == "ok", records["det"].reason
+    record = MetricsRecord.read(root / "results" / "metrics" / "g" / "det.json")
+    assert record.task == "detection" and record.trained_on["dataset"] == "shapes_det"
+    assert 0.0 <= record.value("map", "AP50") <= 1.0 and not (root / "runs" / "g" / "det" / "checkpoint.pt").exists()

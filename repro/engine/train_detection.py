@@ -526,7 +526,9 @@ class _DetectionRun:
         metrics: dict[str, Any] = {"task": "detection", "complete": complete}
         metrics.update({k: evaluation.get(k) for k in (*COCO_KEYS, "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")})
         # the RunRecord's block: COCO's -1 (no ground truth of that size) is left out, as is a run never evaluated
-        metrics["detection"] = {k: float(evaluation[k]) for k in COCO_KEYS if (evaluation.get(k) or -1) >= 0}
+        metrics["detection"] = {
+            k: float(evaluation[k]) for k in COCO_KEYS if evaluation.get(k) is not None and evaluation[k] >= 0
+        }
         metrics["per_class"] = evaluation.get("per_class", {})
         metrics.update(
             evaluated_images=evaluation.get("num_images"),

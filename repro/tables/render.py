@@ -17,7 +17,7 @@ from repro.records.reported import PaperTable
 from repro.records.verdict import CellVerdict, Verdict
 from repro.utils.atomic import write_text_atomic
 
-DIGITS = {"%": 2, "pp": 2, "MB": 3, "KB": 2, "G": 3, "M": 2, "K": 1, "x": 1, "fraction": 3}
+DIGITS = {"%": 2, "pp": 2, "MB": 3, "KB": 2, "G": 3, "M": 2, "K": 1, "x": 1, "fraction": 3, "units": 0}
 CSV_FIELDS = [
     "paper",
     "table",
