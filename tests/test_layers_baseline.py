@@ -54,7 +54,7 @@ def test_standard_pools_are_torch_pools():
 
 
 def test_unknown_pool_name_lists_valid_names():
-    with pytest.raises(KeyError, match=r"valid pools:.*lip_orig"):
+    with pytest.raises(KeyError, match=r"unknown pool .lipp.; valid:.*lip_orig"):
         create_pool("lipp", 16, 2)
 
 
