@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import shlex
 import sys
@@ -55,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--shape", action="append", help="explicit site C:H[xW]:heads[:stride[:patch]], e.g. 64:32:8 (repeatable)"
     )
     layers.add_argument("--pools", type=_csv, default=None, help="comma-separated pools (default: every registered)")
+    layers.add_argument(
+        "--no-matmul", action="store_true", help="skip the dense matmul of each pool's MAC count (GFLOP/s yardstick)"
+    )
     _common(layers, "benchmarks/results/layers")
     models = sub.add_parser("models", help="whole-model training step time and peak memory")
     models.add_argument("--arch", action="append", help="arch to benchmark (repeatable; default resnet18 skip & nlp)")
@@ -73,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _load_average() -> str:
+    try:
+        return ", ".join(f"{value:.2f}" for value in os.getloadavg())
+    except OSError:  # pragma: no cover - not on every platform
+        return "unknown"
+
+
 def _device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -85,6 +96,7 @@ def _device(name: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.load_at_start = _load_average()
     from repro.bench import layers as layer_bench
     from repro.bench import models as model_bench
     from repro.bench.report import LAYER_COLUMNS, MODEL_COLUMNS, write_report
@@ -124,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         unknown = sorted(set(pools) - set(list_pools()) - {layer_bench.CONV_BASELINE})
         if unknown:
             raise SystemExit(f"unknown pools {unknown}; valid: {', '.join(list_pools())}")
-        rows = layer_bench.bench_layers(shapes, pools, **options)
+        rows = layer_bench.bench_layers(shapes, pools, matmul=not args.no_matmul, **options)
         columns, title = LAYER_COLUMNS, "Per-layer forward + backward"
         what = "one forward and backward of the layer alone (random output gradient), module in train mode"
     else:
@@ -137,7 +149,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     notes = [
         f"command: `python -m repro.bench {shlex.join(argv if argv is not None else sys.argv[1:])}`",
         f"torch {torch.__version__}, {platform.machine()} {platform.system()}, device {device}, {threads} threads",
-        f"time: median of {args.repeats} calls after {args.warmup} warm-up calls; {what}",
+        f"time: median of {args.repeats} calls after {args.warmup} warm-up calls, the variants of one "
+        f"{'shape' if args.command == 'layers' else 'precision'} timed interleaved (one call each per round); {what}",
+        "MACs: the profiler's count of one forward + backward (repro.bench.throughput); GFLOP/s = 2 MACs / time"
+        + (
+            "; `of matmul` = GFLOP/s / that of a dense fp32 n x n matmul with n^3 = the pool's MACs, timed in the same "
+            "rounds"
+            if args.command == "layers"
+            else "; `time per MAC / baseline` = (time / baseline) / (MACs / baseline)"
+        ),
+        f"load average (1, 5, 15 min) at start: {args.load_at_start}; at end: {_load_average()}",
         f"peak memory: {memory}",
         "ratios are measured in the same process: `time / conv` divides by the strided 3x3 conv at the same shape "
         "(`time / baseline` by the baseline arch); `speed-up vs faithful` = faithful time / fast time",
@@ -164,8 +185,11 @@ def _attention(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     notes = [
         f"command: `python -m repro.bench {shlex.join(argv if argv is not None else sys.argv[1:])}`",
         f"torch {torch.__version__}, {platform.machine()} {platform.system()}, device cpu, {threads} threads, fp32",
-        f"time: median of {args.repeats} calls after {args.warmup} warm-up calls; one call is forward + backward of "
-        "softmax self-attention on a packed (B, N, 3·h·d) projection",
+        f"time: median of {args.repeats} calls after {args.warmup} warm-up calls, kernels and SDPA timed interleaved; "
+        "one call is forward + backward of softmax self-attention on a packed (B, N, 3·h·d) projection",
+        "GFLOP/s: 2 x the MACs of forward + backward (scores and weighted sum: 2·B·h·N²·d forward, twice that "
+        "backward) / time",
+        f"load average (1, 5, 15 min) at start: {args.load_at_start}; at end: {_load_average()}",
         f"peak memory: {'not measured' if args.no_memory else MEMORY_METHODS['cpu']}",
         "`speed-up vs sdpa` = SDPA time / kernel time, measured in the same process; `max abs diff` compares the two "
         "forward outputs",
