@@ -130,3 +130,20 @@ def test_layers_cli_times_the_fast_path_without_kernels(tmp_path, monkeypatch):
     assert run("fast") == 0 and calls
     with pytest.raises(SystemExit, match="unknown impls"):
         run("fastest")
+
+
+def test_cpu_load_runs_busy_processes_only_inside_the_block():
+    import os
+    import time
+
+    from repro.bench.timing import cpu_load
+
+    start = os.times()
+    with cpu_load(1):
+        time.sleep(1.0)
+    spent = os.times()
+    children = (spent.children_user + spent.children_system) - (start.children_user + start.children_system)
+    assert children > 0.2  # the busy loop used a CPU while the block ran, and was waited for
+    with pytest.raises(ValueError, match="processes"):
+        with cpu_load(-1):
+            pass

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
-from repro.bench.timing import MEMORY_METHODS, set_threads
+from repro.bench.timing import MEMORY_METHODS, cpu_load, set_threads
 from repro.bench.variants import check_impls
 
 
@@ -39,6 +39,17 @@ def _common(parser: argparse.ArgumentParser, out: str) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=out, help=f"output stem: writes <out>.md and <out>.csv (default {out})")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    _busy(parser)
+
+
+def _busy(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--busy",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run N CPU-bound processes beside the measurement (a busy machine; default 0)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     attention.add_argument("--seed", type=int, default=0)
     attention.add_argument("--out", default="benchmarks/results/attention", help="output stem (<out>.md, <out>.csv)")
     attention.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    _busy(attention)
     return parser
 
 
@@ -136,13 +148,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         unknown = sorted(set(pools) - set(list_pools()) - {layer_bench.CONV_BASELINE})
         if unknown:
             raise SystemExit(f"unknown pools {unknown}; valid: {', '.join(list_pools())}")
-        rows = layer_bench.bench_layers(shapes, pools, matmul=not args.no_matmul, **options)
+        with cpu_load(args.busy):
+            rows = layer_bench.bench_layers(shapes, pools, matmul=not args.no_matmul, **options)
         columns, title = LAYER_COLUMNS, "Per-layer forward + backward"
         what = "one forward and backward of the layer alone (random output gradient), module in train mode"
     else:
-        rows = model_bench.bench_models(
-            args.arch or model_bench.DEFAULT_ARCHS, baseline=args.baseline, image_size=args.image_size, **options
-        )
+        with cpu_load(args.busy):
+            rows = model_bench.bench_models(
+                args.arch or model_bench.DEFAULT_ARCHS, baseline=args.baseline, image_size=args.image_size, **options
+            )
         columns, title = MODEL_COLUMNS, "Whole-model training step"
         what = "forward, cross-entropy, backward and SGD step on random data, model in train mode"
     memory = "not measured" if args.no_memory else MEMORY_METHODS["cuda" if device.startswith("cuda") else "cpu"]
@@ -159,6 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             else "; `time per MAC / baseline` = (time / baseline) / (MACs / baseline)"
         ),
         f"load average (1, 5, 15 min) at start: {args.load_at_start}; at end: {_load_average()}",
+        f"machine: {os.cpu_count()} CPUs, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, "
+        f"{args.busy} CPU-bound processes run beside the measurement (--busy)",
         f"peak memory: {memory}",
         "ratios are measured in the same process: `time / conv` divides by the strided 3x3 conv at the same shape "
         "(`time / baseline` by the baseline arch); `speed-up vs faithful` = faithful time / fast time",
@@ -179,9 +195,15 @@ def _attention(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
         raise SystemExit(f"--shape: {exc}") from None
     threads = set_threads(args.threads)
     progress = None if args.quiet else (lambda msg: print(f"[bench] {msg}", file=sys.stderr, flush=True))
-    rows = bench_attention(
-        shapes, warmup=args.warmup, repeats=args.repeats, memory=not args.no_memory, seed=args.seed, progress=progress
-    )
+    with cpu_load(args.busy):
+        rows = bench_attention(
+            shapes,
+            warmup=args.warmup,
+            repeats=args.repeats,
+            memory=not args.no_memory,
+            seed=args.seed,
+            progress=progress,
+        )
     notes = [
         f"command: `python -m repro.bench {shlex.join(argv if argv is not None else sys.argv[1:])}`",
         f"torch {torch.__version__}, {platform.machine()} {platform.system()}, device cpu, {threads} threads, fp32",
@@ -190,6 +212,8 @@ def _attention(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
         "GFLOP/s: 2 x the MACs of forward + backward (scores and weighted sum: 2·B·h·N²·d forward, twice that "
         "backward) / time",
         f"load average (1, 5, 15 min) at start: {args.load_at_start}; at end: {_load_average()}",
+        f"machine: {os.cpu_count()} CPUs, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, "
+        f"{args.busy} CPU-bound processes run beside the measurement (--busy)",
         f"peak memory: {'not measured' if args.no_memory else MEMORY_METHODS['cpu']}",
         "`speed-up vs sdpa` = SDPA time / kernel time, measured in the same process; `max abs diff` compares the two "
         "forward outputs",

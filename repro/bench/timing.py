@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Hashable, Iterator, Mapping
@@ -40,6 +41,28 @@ class Measurement:
     iqr_ms: float
     repeats: int
     peak_mib: float | None = None
+
+
+@contextlib.contextmanager
+def cpu_load(processes: int) -> Iterator[None]:
+    """Keep ``processes`` CPU-bound processes (a Python busy loop each) running for the duration of the block: a
+    reproducible busy machine. They are stopped, and waited for, when the block ends."""
+    if processes < 0:
+        raise ValueError(f"processes must be >= 0, got {processes}")
+    workers = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(processes)]
+    try:
+        if workers:
+            time.sleep(0.5)  # let them reach the loop
+        yield
+    finally:
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            try:
+                worker.wait(timeout=10)
+            except subprocess.TimeoutExpired:  # pragma: no cover - terminate is enough for a busy loop
+                worker.kill()
+                worker.wait()
 
 
 def set_threads(threads: int | None) -> int:
