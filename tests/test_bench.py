@@ -147,3 +147,23 @@ def test_cpu_load_runs_busy_processes_only_inside_the_block():
     with pytest.raises(ValueError, match="processes"):
         with cpu_load(-1):
             pass
+
+
+def test_training_step_macs_counts_every_backward_product():
+    """Forward + backward MACs: a conv and a depthwise conv (whose backward PyTorch's formula overcounts) cost three
+    times their forward, the self-attentive pool's attention backward twice its forward (dQ, dK, dV, dP)."""
+    from torch import nn
+
+    from repro.bench.throughput import matmul_size, training_step_macs
+    from repro.layers import create_pool
+    from repro.metrics.macs import attention_macs, count_macs
+
+    x = torch.randn(2, 8, 10, 10, requires_grad=True)
+    for conv in (nn.Conv2d(8, 16, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1, groups=8)):
+        forward = 2 * 100 * conv.out_channels * (conv.in_channels // conv.groups) * 9
+        assert training_step_macs(lambda conv=conv: conv(x).sum().backward()) == 3 * forward
+    pool = create_pool("nlp", 8, 2, heads=2)
+    forward = 2 * count_macs(pool, 10).total
+    assert 2 * attention_macs(100, 8, projections=False) > 0  # so the next line needs the attention backward
+    assert training_step_macs(lambda: pool(x).sum().backward()) == 3 * forward
+    assert matmul_size(10**9) == 1000 and matmul_size(1) == 16

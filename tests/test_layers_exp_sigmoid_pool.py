@@ -31,6 +31,7 @@ def test_matches_float64_unfused_pooling(height, width, stride, channels_last):
     grad = torch.randn(2, 3, height // stride, width // stride, generator=g)
     xi, zi = x.clone().requires_grad_(True), z.clone().requires_grad_(True)
     out = esp.exp_sigmoid_pool(xi, zi, stride)
+    assert out.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     got = torch.autograd.grad(out, [xi, zi], grad)
     xd, zd = x.double().requires_grad_(True), z.double().requires_grad_(True)
     exact_out = _unfused(xd, zd, stride)

@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--arch", action="append", help="arch to benchmark (repeatable; default resnet18 skip & nlp)")
     models.add_argument("--baseline", default=None, help="arch the ratios divide by (default: the first --arch)")
     models.add_argument("--image-size", type=int, default=128, help="input px (default 128)")
+    models.add_argument("--channels-last", action="store_true", help="models and input in channels-last memory format")
     _common(models, "benchmarks/results/models")
     attention = sub.add_parser("attention", help="attention alone: compiled small-head kernels vs SDPA")
     attention.add_argument("--shape", action="append", help="B:heads:N:d (repeatable; default: a head-size sweep)")
@@ -155,7 +156,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         with cpu_load(args.busy):
             rows = model_bench.bench_models(
-                args.arch or model_bench.DEFAULT_ARCHS, baseline=args.baseline, image_size=args.image_size, **options
+                args.arch or model_bench.DEFAULT_ARCHS,
+                baseline=args.baseline,
+                image_size=args.image_size,
+                channels_last=args.channels_last,
+                **options,
             )
         columns, title = MODEL_COLUMNS, "Whole-model training step"
         what = "forward, cross-entropy, backward and SGD step on random data, model in train mode"

@@ -47,6 +47,7 @@ def bench_models(
     warmup: int = 2,
     repeats: int = 5,
     memory: bool = True,
+    channels_last: bool = False,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
 ) -> list[dict]:
@@ -55,7 +56,8 @@ def bench_models(
     The steps of one precision are timed interleaved (:func:`repro.bench.timing.time_interleaved`). Rows carry
     ``gmacs`` (MACs of the forward + backward, :func:`repro.bench.throughput.training_step_macs`), ``gflops``,
     ``x_vs_baseline`` (time / the baseline's), ``macs_vs_baseline`` and ``time_per_mac_vs_baseline`` (their
-    quotient: below 1, the arch spends less time per MAC than the baseline).
+    quotient: below 1, the arch spends less time per MAC than the baseline). ``channels_last`` runs models and
+    input in that memory format.
     """
     from repro.bench.throughput import gflops, training_step_macs
     from repro.bench.variants import has_attention_impl, with_impl
@@ -70,15 +72,17 @@ def bench_models(
     for amp in amp_modes:
         precision = "amp" if amp else "fp32"
         generator = torch.Generator().manual_seed(seed)
-        x = torch.randn(batch_size, 3, image_size, image_size, generator=generator).to(dev)
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        x = torch.randn(batch_size, 3, image_size, image_size, generator=generator).to(dev, memory_format=layout)
         y = torch.randint(0, num_classes, (batch_size,), generator=generator).to(dev)
         group: list[dict] = []
         steps: dict[int, Callable[[], None]] = {}
         for arch in names:
             base = {"arch": arch, "image_size": image_size, "batch": batch_size, "precision": precision}
+            base["layout"] = "channels_last" if channels_last else "nchw"
             try:
                 torch.manual_seed(seed)
-                model = build_model(arch, num_classes=num_classes).to(dev).train()
+                model = build_model(arch, num_classes=num_classes).to(dev, memory_format=layout).train()
                 step = _train_step(model, x, y, amp)
                 macs = training_step_macs(step)
             except Exception as exc:

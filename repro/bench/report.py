@@ -41,6 +41,7 @@ MODEL_COLUMNS = (
     ("image_size", "px"),
     ("batch", "B"),
     ("precision", "precision"),
+    ("layout", "layout"),
     ("impl", "impl"),
     ("ms", "train step ms"),
     ("iqr_ms", "IQR ms"),

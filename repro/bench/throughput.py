@@ -5,7 +5,9 @@
   (:func:`repro.layers.nlp.architecture_ops`: attention through SDPA, no folded projections). The counter has no
   formula for the backward of the CPU fused attention, so it is added here: ``dQ = dS·K``, ``dK = dSᵀ·Q``,
   ``dV = Pᵀ·dO`` and ``dP = dO·Vᵀ`` are four products of the forward's size, i.e. twice the forward's two (the
-  recomputed scores are an implementation cost and are not counted).
+  recomputed scores are an implementation cost and are not counted). PyTorch's convolution-backward formula
+  ignores ``groups`` for the weight gradient (a depthwise conv's backward would count C times its MACs), so
+  convolution backwards are counted here as the forward's MACs per requested gradient.
 * :func:`matmul_step`: ``C = A·B`` with square fp32 ``n×n`` matrices, ``n³`` ≈ a given MAC count: what the
   machine's BLAS achieves on dense work of that size, timed in the same process as the layer.
 
@@ -18,21 +20,43 @@ from collections.abc import Callable
 
 import torch
 
-from repro.metrics.macs import MacCounter
+from repro.metrics.macs import MacCounter, op_macs
 
 __all__ = ["gflops", "matmul_size", "matmul_step", "training_step_macs"]
 
 _CPU_FLASH_BACKWARD = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu_backward", None)
 
 
+def _conv_backward_macs(grad_output, input, weight, bias_sizes, stride, padding, dilation, transposed, *rest) -> int:
+    """``convolution_backward``: the forward's MACs once for the input gradient and once for the weight gradient
+    (each that is requested). PyTorch's formula ignores ``groups`` for the weight gradient, which counts a
+    depthwise conv's backward C times too high."""
+    output_mask = rest[-1]
+    per_output = weight.shape[1] * weight[0, 0].numel()  # (C_in / groups) · k² for each output element
+    forward = (input.numel() if transposed else grad_output.numel()) * per_output
+    return forward * (int(output_mask[0]) + int(output_mask[1]))
+
+
+def _backward_macs(func, args: tuple, kwargs: dict, out) -> int:
+    """MACs of one ATen call of a backward pass: :func:`repro.metrics.macs.op_macs`, with the CPU fused attention's
+    backward (four products of the forward's size) and a groups-aware convolution backward."""
+    packet = func._overloadpacket
+    if _CPU_FLASH_BACKWARD is not None and packet == _CPU_FLASH_BACKWARD:
+        _, query, key, value = args[:4]
+        return 2 * query.shape[:-1].numel() * key.shape[-2] * (query.shape[-1] + value.shape[-1])
+    if packet == torch.ops.aten.convolution_backward:
+        return _conv_backward_macs(*args, **kwargs)
+    return op_macs(func, args, kwargs, out)
+
+
 class _TrainingMacCounter(MacCounter):
-    """:class:`MacCounter` plus the backward of the CPU fused attention (four products of the forward's size)."""
+    """:class:`MacCounter` with the backward formulas of :func:`_backward_macs`."""
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = super().__torch_dispatch__(func, types, args, kwargs)
-        if _CPU_FLASH_BACKWARD is not None and func._overloadpacket == _CPU_FLASH_BACKWARD:
-            _, query, key, value = args[:4]
-            macs = 2 * query.shape[:-1].numel() * key.shape[-2] * (query.shape[-1] + value.shape[-1])
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        macs = _backward_macs(func, args, kwargs, out)
+        if macs:
             self.total += macs
             self.by_op[str(func._overloadpacket)] += macs
         return out

@@ -10,7 +10,8 @@ The backward recomputes ``w`` from ``z`` and returns
 on every pixel of a window (zero on the rows and columns the pooling drops, as ``AvgPool2d``). ``exp`` is the
 vectorisable polynomial of :mod:`repro.layers.small_head_attention`. Used by :class:`repro.layers.WeightedPool2d`
 when :func:`fused_pool_applies`: float32 CPU tensors, numba importable, not under tracing, compilation or a
-dispatch mode; first derivatives only.
+dispatch mode; first derivatives only. The output has the input's memory format (channels-last stays
+channels-last).
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ class _ExpSigmoidPool(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, z: torch.Tensor, stride: int) -> torch.Tensor:
         b, c, h, w = x.shape
         xd, zd = x.detach().contiguous(), z.detach().contiguous()
-        y = x.new_empty(b, c, h // stride, w // stride)
+        layout = torch.channels_last if _channels_last(x) else torch.contiguous_format
+        y = torch.empty(b, c, h // stride, w // stride, memory_format=layout)  # the input's memory format
         total = torch.empty_like(y)
         forward_kernel, _ = _kernels()
         with _numba_threads():
@@ -83,6 +85,10 @@ class _ExpSigmoidPool(torch.autograd.Function):
                 grad_z.numpy(),
             )
         return grad_x, grad_z, None
+
+
+def _channels_last(x: torch.Tensor) -> bool:
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
 @functools.cache
