@@ -73,7 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     _common(layers, "benchmarks/results/layers")
     models = sub.add_parser("models", help="whole-model training step time and peak memory")
     models.add_argument("--arch", action="append", help="arch to benchmark (repeatable; default resnet18 skip & nlp)")
-    models.add_argument("--baseline", default=None, help="arch the ratios divide by (default: the first --arch)")
+    models.add_argument(
+        "--baseline",
+        default=None,
+        help="arch the ratios divide by (default: the first --arch), or 'twin': each arch's strided-conv twin "
+        "(same backbone and strides, pools replaced by skip) in the same run",
+    )
     models.add_argument("--image-size", type=int, default=128, help="input px (default 128)")
     models.add_argument("--channels-last", action="store_true", help="models and input in channels-last memory format")
     _common(models, "benchmarks/results/models")

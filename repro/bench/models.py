@@ -13,9 +13,27 @@ from torch import nn
 
 from repro.bench.timing import autocast, peak_memory_bytes, time_variants
 
-__all__ = ["DEFAULT_ARCHS", "bench_models"]
+__all__ = ["DEFAULT_ARCHS", "TWIN", "bench_models", "strided_twin"]
 
 DEFAULT_ARCHS = ("resnet18-skip-1222", "resnet18-nlp-1222")
+TWIN = "twin"
+"""``baseline=TWIN``: divide each arch by its strided-conv twin (:func:`strided_twin`) measured in the same run."""
+
+
+def strided_twin(arch: str, candidates: Sequence[str]) -> str | None:
+    """The arch among ``candidates`` that is ``arch`` with every stage pool replaced by the strided conv (``skip``):
+    same backbone, strides and dynamic flag, no prepool; None if there is none (or ``arch`` has a prepool)."""
+    from repro.arch import parse_arch
+
+    own = parse_arch(arch)
+    if own.prepool is not None:
+        return None
+    for name in candidates:
+        other = parse_arch(name)
+        same = (other.backbone, other.strides, other.dynamic) == (own.backbone, own.strides, own.dynamic)
+        if same and other.pool_type == "skip" and other.prepool is None:
+            return name
+    return None
 
 
 def _train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, amp: bool) -> Callable[[], None]:
@@ -56,7 +74,9 @@ def bench_models(
     The steps of one precision are timed interleaved (:func:`repro.bench.timing.time_interleaved`). Rows carry
     ``gmacs`` (MACs of the forward + backward, :func:`repro.bench.throughput.training_step_macs`), ``gflops``,
     ``x_vs_baseline`` (time / the baseline's), ``macs_vs_baseline`` and ``time_per_mac_vs_baseline`` (their
-    quotient: below 1, the arch spends less time per MAC than the baseline). ``channels_last`` runs models and
+    quotient: at most 1, the arch spends no more time per MAC than the baseline). ``baseline`` is an arch (default
+    the first) or :data:`TWIN` (each arch's strided-conv twin); a baseline with attention counts with its ``fast``
+    row. ``channels_last`` runs models and
     input in that memory format.
     """
     from repro.bench.throughput import gflops, training_step_macs
@@ -66,7 +86,12 @@ def bench_models(
     if not archs:
         raise ValueError("give at least one arch to benchmark")
     baseline = baseline or archs[0]
-    names = list(archs) if baseline in archs else [baseline, *archs]
+    if baseline == TWIN:
+        names = list(archs)
+        baselines = {arch: strided_twin(arch, names) for arch in names}
+    else:
+        names = list(archs) if baseline in archs else [baseline, *archs]
+        baselines = dict.fromkeys(names, baseline)
     dev = torch.device(device)
     rows: list[dict] = []
     for amp in amp_modes:
@@ -90,7 +115,7 @@ def bench_models(
                 continue
             for impl in impls if has_attention_impl(model) else ("-",):
                 steps[len(group)] = with_impl(step, impl)
-                group.append({**base, "impl": impl, "baseline": baseline, "gmacs": macs / 1e9})
+                group.append({**base, "impl": impl, "baseline": baselines[arch], "gmacs": macs / 1e9})
         if progress:
             progress(f"{precision}: timing {len(steps)} training steps interleaved")
         timed, errors = time_variants(steps, device=dev, warmup=warmup, repeats=repeats)
@@ -103,11 +128,12 @@ def bench_models(
             for index, step in steps.items():
                 if "error" not in group[index]:
                     group[index]["peak_mib"] = peak_memory_bytes(step, dev) / 2**20
-        ref = next((r for r in group if r["arch"] == baseline and "ms" in r), None)
+        refs = {r["arch"]: r for r in group if r["impl"] in ("-", "fast") and "ms" in r}
         faithful = {r["arch"]: r for r in group if r["impl"] == "faithful" and "ms" in r}
         for row in group:
             if "ms" not in row:
                 continue
+            ref = refs.get(row.get("baseline"))
             if ref is not None:
                 row["x_vs_baseline"] = row["ms"] / ref["ms"]
                 row["macs_vs_baseline"] = row["gmacs"] / ref["gmacs"]
