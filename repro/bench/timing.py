@@ -46,10 +46,12 @@ class Measurement:
 @contextlib.contextmanager
 def cpu_load(processes: int) -> Iterator[None]:
     """Keep ``processes`` CPU-bound processes (a Python busy loop each) running for the duration of the block: a
-    reproducible busy machine. They are stopped, and waited for, when the block ends."""
+    reproducible busy machine. They are stopped, and waited for, when the block ends, and stop by themselves if
+    this process dies first."""
     if processes < 0:
         raise ValueError(f"processes must be >= 0, got {processes}")
-    workers = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(processes)]
+    loop = "import os\nparent = os.getppid()\nwhile os.getppid() == parent:\n    pass"  # ends if orphaned
+    workers = [subprocess.Popen([sys.executable, "-c", loop]) for _ in range(processes)]
     try:
         if workers:
             time.sleep(0.5)  # let them reach the loop
