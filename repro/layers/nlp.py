@@ -25,9 +25,10 @@ Two numerically equivalent implementations are selectable with ``impl``:
 * ``'faithful'``: the official operations (``nn.MultiheadAttention`` with ``need_weights=True``, an
   ``F.interpolate`` to (H, W) even when it is the identity);
 * ``'fast'`` (default): fused attention on the same ``in_proj``/``out_proj`` parameters (no attention matrix is
-  formed): the compiled kernels of :mod:`repro.layers.small_head_attention` for head sizes ≤ 8 on CPU float32,
+  formed): the compiled kernels of :mod:`repro.layers.small_head_attention` for head sizes ≤ 32 on CPU float32,
   ``F.scaled_dot_product_attention`` otherwise; no upsampling when p = 1, and a broadcast copy instead of
-  ``F.interpolate`` when that gives the same nearest-neighbour indices.
+  ``F.interpolate`` when that gives the same nearest-neighbour indices. Inside :class:`WeightedPool2d` with
+  ``win_norm`` the final ``exp(sigmoid(·))`` is fused into the pooling (:mod:`repro.layers.exp_sigmoid_pool`).
 
 ``impl=None`` on a module follows the process-wide default (:func:`set_default_impl`), so an audit can switch every
 pool of an existing model at once.

@@ -1,17 +1,27 @@
-"""Multi-head self-attention for small head sizes on the CPU, forward and backward, as compiled loops.
+"""Multi-head self-attention for the head sizes of the self-attentive pools on the CPU, forward and backward, as
+compiled loops.
 
-At the head sizes of the self-attentive pools (d = C/h = 8 in the default ResNet and MobileNet stages) the CPU
-flash kernel behind ``F.scaled_dot_product_attention`` spends its time in matrix products whose inner or outer
-dimension is d, where BLAS is far from its peak. Written as loops over the keys (vectorised over keys, unrolled
-over the d head channels) the same computation runs in a few passes over data that stays in the L1/L2 cache:
+At the head sizes of the pools (d = C/h: 8 with the MINE head counts, 16 in ResNet18's stages, 12-32 with
+``headfix2``) the CPU flash kernel behind ``F.scaled_dot_product_attention`` spends its time in matrix products whose
+inner or outer dimension is d, where BLAS is far from its peak. Written as loops over the keys (vectorised over keys,
+unrolled over the head channels) the same computation runs in a few passes over data that stays in the L1/L2 cache:
 
 * forward, per query row i: ``s_j = q_i·k_j / √d``, ``p_j = exp(s_j - max s)``, ``o_i = Σ p_j v_j / Σ p_j`` and
   the log-sum-exp ``L_i`` is kept;
 * backward, per row i: ``p_j = exp(s_j - L_i)`` is recomputed, ``ds_j = p_j (dO_i·v_j - dO_i·o_i)``, then
   ``dq_i = Σ ds_j k_j / √d``, ``dk_j += ds_j q_i / √d``, ``dv_j += p_j dO_i``.
 
+Register blocking: every pass over the keys serves 4 query rows at once (each key or value element is loaded once
+for 4 rows, and dk, dv are read and written once for 4 rows), in chunks of 8 head channels (a fully unrolled inner
+loop for any d; the forward's weighted sum takes 2 value channels per pass). The forward runs in parallel over
+(batch, head, block of 64 query rows), the backward over (batch, head, query range): when B·h gives fewer than 4
+work items per thread, the queries of each head are split (:func:`query_splits`) and every range accumulates its
+own partial dk, dv, summed afterwards. Rows past the end of a range repeat its last row with a zero output gradient,
+so that no tail loop is needed.
+
 The exponential is a Cephes-style polynomial (relative error below 3e-7) so that the compiler can vectorise it.
-The kernels are compiled by numba on first use for each head size (a few seconds, cached on disk).
+The kernels are compiled by numba on first use for each head size (15-45 s, depending on d and the machine's
+load) and cached on disk (``__pycache__`` beside this file), after which loading takes well under a second.
 
 :func:`packed_self_attention` takes the packed ``in_proj`` output ``(B, N, 3E)`` and returns the concatenated heads
 ``(B, N, E)``; :func:`kernel_applies` says when it is used instead of ``F.scaled_dot_product_attention``
@@ -46,8 +56,8 @@ __all__ = [
 ]
 
 MAX_HEAD_DIM = 32
-"""Largest head size that uses these kernels; from d = 16 on, the BLAS-based flash kernel is faster (measured with
-``python -m repro.bench attention``, docs/performance.md)."""
+"""Largest head size that uses these kernels: up to 32 they beat the BLAS-based flash kernel at the pools' token
+counts (``python -m repro.bench attention``, docs/performance.md); larger heads go through SDPA."""
 
 _ROW_BLOCK = 64  # query rows per parallel work item of the forward kernel
 _CHANNEL_CHUNK = 8  # head channels per vectorised pass over the keys (a fully unrolled inner loop)
