@@ -1,7 +1,8 @@
 """The attention implementations a benchmark compares, by name.
 
 * ``fast``: the default (``impl='fast'``), with the compiled small-head kernels where they apply;
-* ``fast-sdpa``: the fast path with every attention through ``F.scaled_dot_product_attention`` (kernels off);
+* ``fast-sdpa``: the fast path with the compiled kernels off (every attention through
+  ``F.scaled_dot_product_attention``, the unfused ``exp(sigmoid(·))`` pooling);
 * ``faithful``: the official operations (``impl='faithful'``).
 """
 
