@@ -187,10 +187,13 @@ def bench_layers(
                     torch.manual_seed(seed)
                     module = _build_pool(name, shape).to(dev).train()
                     step = _step(module, x, amp)
-                    macs = training_step_macs(step)
                 except Exception as exc:  # recorded in the table: a pool that cannot run at this shape
                     group.append({**base, "impl": "-", "error": f"{type(exc).__name__}: {exc}"})
                     continue
+                try:
+                    macs = training_step_macs(step)
+                except Exception:  # not countable (e.g. an op the counter cannot run): no GFLOP/s for this pool
+                    macs = None
                 if macs and matmul:
                     matmuls[name] = matmul_step(macs, dev)
                 for impl in impls if has_attention_impl(module) else ("-",):
