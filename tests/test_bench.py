@@ -76,18 +76,23 @@ def test_layers_cli_smoke(tmp_path, capsys):
 
 def test_models_cli_smoke(tmp_path):
     out = tmp_path / "models"
-    argv = ["models", "--arch", "resnet18-skip-1222", "--arch", "resnet18-nlp-1222", "--image-size", "32"]
-    code = main([*argv, "--batch-size", "2", "--warmup", "0", "--repeats", "1", "--no-memory", "--out", str(out)])
-    assert code == 0
+    argv = ["models", "--arch", "resnet18-nlp-1222", "--arch", "resnet18-skip-1222", "--image-size", "32"]
+    options = ["--batch-size", "2", "--warmup", "0", "--repeats", "1", "--no-memory", "--out", str(out)]
+    assert main([*argv, "--baseline", "twin", *options]) == 0
     with open(out.with_suffix(".csv")) as handle:
         rows = list(csv.DictReader(handle))
     assert [(r["arch"], r["impl"]) for r in rows] == [
-        ("resnet18-skip-1222", "-"),
         ("resnet18-nlp-1222", "fast"),
         ("resnet18-nlp-1222", "faithful"),
+        ("resnet18-skip-1222", "-"),
     ]
-    assert float(rows[0]["x_vs_baseline"]) == 1.0
     assert all(r["baseline"] == "resnet18-skip-1222" for r in rows)
+    nlp, skip = rows[0], rows[2]
+    assert float(skip["x_vs_baseline"]) == 1.0 and float(skip["macs_vs_baseline"]) == 1.0
+    assert float(nlp["x_vs_baseline"]) == pytest.approx(float(nlp["ms"]) / float(skip["ms"]))
+    assert float(nlp["macs_vs_baseline"]) == pytest.approx(float(nlp["gmacs"]) / float(skip["gmacs"]))
+    ratio = float(nlp["x_vs_baseline"]) / float(nlp["macs_vs_baseline"])
+    assert float(nlp["time_per_mac_vs_baseline"]) == pytest.approx(ratio)
 
 
 def test_cli_rejects_unknown_pool(tmp_path):
@@ -143,3 +148,51 @@ def test_detection_cli_times_a_training_step_per_detector(tmp_path):
     assert "python -m repro.bench detection" in (tmp_path / "det.md").read_text()
     with pytest.raises(SystemExit, match="DETECTOR:ARCH"):
         main(["detection", "--detector", "ssd", "--out", str(out)])
+
+
+def test_cpu_load_runs_busy_processes_only_inside_the_block():
+    import os
+    import time
+
+    from repro.bench.timing import cpu_load
+
+    start = os.times()
+    with cpu_load(1):
+        time.sleep(1.0)
+    spent = os.times()
+    children = (spent.children_user + spent.children_system) - (start.children_user + start.children_system)
+    assert children > 0.2  # the busy loop used a CPU while the block ran, and was waited for
+    with pytest.raises(ValueError, match="processes"), cpu_load(-1):
+        pass
+
+
+def test_training_step_macs_counts_every_backward_product():
+    """Forward + backward MACs: a conv and a depthwise conv (whose backward PyTorch's formula overcounts) cost three
+    times their forward, the self-attentive pool's attention backward twice its forward (dQ, dK, dV, dP)."""
+    from torch import nn
+
+    from repro.bench.throughput import matmul_size, training_step_macs
+    from repro.layers import create_pool
+    from repro.metrics.macs import attention_macs
+    from repro.metrics.trace import count_macs
+
+    x = torch.randn(2, 8, 10, 10, requires_grad=True)
+    for conv in (nn.Conv2d(8, 16, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1, groups=8)):
+        forward = 2 * 100 * conv.out_channels * (conv.in_channels // conv.groups) * 9
+        assert training_step_macs(lambda conv=conv: conv(x).sum().backward()) == 3 * forward
+    pool = create_pool("nlp", 8, 2, heads=2)
+    forward = 2 * count_macs(pool, 10).total
+    assert 2 * attention_macs(100, 8, projections=False) > 0  # so the next line needs the attention backward
+    assert training_step_macs(lambda: pool(x).sum().backward()) == 3 * forward
+    assert matmul_size(10**9) == 1000 and matmul_size(1) == 16
+
+
+def test_strided_twin_matches_backbone_and_strides():
+    from repro.bench.models import strided_twin
+
+    names = ["resnet18-skip-1222", "mobilenet_v2-skip-1222121", "resnet18-nlp-1222"]
+    names.append("mobilenet_v2-nlp_headfix2-1222121")
+    assert strided_twin("resnet18-nlp-1222", names) == "resnet18-skip-1222"
+    assert strided_twin("mobilenet_v2-nlp_headfix2-1222121", names) == "mobilenet_v2-skip-1222121"
+    assert strided_twin("resnet18-skip-1222", names) == "resnet18-skip-1222"
+    assert strided_twin("resnet18-nlp-2222", names) is None

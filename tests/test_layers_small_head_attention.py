@@ -23,11 +23,22 @@ def _reference(qkv: torch.Tensor, heads: int) -> torch.Tensor:
 
 @pytest.mark.parametrize(
     ("batch", "tokens", "heads", "head_dim"),
-    [(2, 1, 1, 8), (2, 7, 3, 3), (1, 65, 2, 8), (3, 130, 4, 3), (2, 256, 8, 8)],
+    [
+        (2, 1, 1, 8),
+        (2, 7, 3, 3),
+        (1, 65, 2, 8),
+        (3, 130, 4, 3),
+        (2, 256, 8, 8),
+        (1, 33, 2, 12),
+        (2, 70, 1, 16),
+        (1, 99, 2, 32),
+    ],
 )
 def test_forward_and_gradients_match_exact_attention(batch, tokens, heads, head_dim):
     """Within 1e-5 of float64 attention (gradients relative to the largest one, at least 1); row blocks of 64
-    queries are crossed at 65 and 130 tokens."""
+    queries are crossed at 65 and 130 tokens, groups of 4 rows end early at 1, 7, 33, 65, 99 tokens, head sizes
+    cover whole and partial channel chunks of 8 (3, 12) and odd ones, and B·h ≤ 2 makes the backward split
+    the queries of each head (:func:`repro.layers.small_head_attention.query_splits`)."""
     g = torch.Generator().manual_seed(tokens)
     qkv = (torch.randn(batch, tokens, 3 * heads * head_dim, generator=g) * 2).requires_grad_(True)
     grad = torch.randn(batch, tokens, heads * head_dim, generator=g)
@@ -73,7 +84,8 @@ def test_compiled_exp_is_accurate():
 def test_kernel_applies_only_where_it_is_exact_and_visible():
     qkv = torch.randn(2, 10, 3 * 16)
     assert sha.kernel_applies(qkv, 2)  # head size 8
-    assert not sha.kernel_applies(qkv, 1)  # head size 16: SDPA is faster
+    assert sha.kernel_applies(qkv, 1)  # head size 16
+    assert not sha.kernel_applies(torch.randn(2, 10, 3 * 64), 1)  # head size 64 > MAX_HEAD_DIM: SDPA
     assert not sha.kernel_applies(qkv.double(), 2)
     assert not sha.kernel_applies(qkv, 2, dropout=0.1)
     with MacCounter():
@@ -123,3 +135,23 @@ def test_pool_calls_the_kernel(monkeypatch):
     monkeypatch.setattr(sha._SmallHeadAttention, "apply", spy)
     create_pool("nlp", 32, 2, heads=4, impl="fast")(torch.randn(1, 32, 8, 8))
     assert calls == [4]
+
+
+def test_query_splits_give_every_thread_several_work_items():
+    assert sha.query_splits(batch_heads=64, tokens=1024, threads=2) == 1
+    assert sha.query_splits(batch_heads=2, tokens=1024, threads=2) == 4
+    assert sha.query_splits(batch_heads=1, tokens=40, threads=8) == 2  # at least 16 query rows per range
+    assert sha.query_splits(batch_heads=1, tokens=3, threads=2) == 1
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_split_backward_equals_unsplit_backward(threads, monkeypatch):
+    """Partial dK, dV per query range, summed: the same gradients as one range per head."""
+    torch.set_num_threads(threads)
+    g = torch.Generator().manual_seed(3)
+    qkv = torch.randn(1, 90, 3 * 2 * 12, generator=g).requires_grad_(True)
+    grad = torch.randn(1, 90, 2 * 12, generator=g)
+    (split,) = torch.autograd.grad(sha.packed_self_attention(qkv, 2), qkv, grad)
+    monkeypatch.setattr(sha, "query_splits", lambda *args: 1)
+    (whole,) = torch.autograd.grad(sha.packed_self_attention(qkv, 2), qkv, grad)
+    assert (split - whole).abs().max().item() <= 1e-6 * whole.abs().max().item()

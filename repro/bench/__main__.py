@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import shlex
 import sys
@@ -10,7 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
-from repro.bench.timing import MEMORY_METHODS, set_threads
+from repro.bench.timing import MEMORY_METHODS, cpu_load, set_threads
 from repro.bench.variants import check_impls
 
 
@@ -38,6 +39,17 @@ def _common(parser: argparse.ArgumentParser, out: str) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=out, help=f"output stem: writes <out>.md and <out>.csv (default {out})")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    _busy(parser)
+
+
+def _busy(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--busy",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run N CPU-bound processes beside the measurement (a busy machine; default 0)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,11 +67,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--shape", action="append", help="explicit site C:H[xW]:heads[:stride[:patch]], e.g. 64:32:8 (repeatable)"
     )
     layers.add_argument("--pools", type=_csv, default=None, help="comma-separated pools (default: every registered)")
+    layers.add_argument(
+        "--no-matmul", action="store_true", help="skip the dense matmul of each pool's MAC count (GFLOP/s yardstick)"
+    )
     _common(layers, "benchmarks/results/layers")
     models = sub.add_parser("models", help="whole-model training step time and peak memory")
     models.add_argument("--arch", action="append", help="arch to benchmark (repeatable; default resnet18 skip & nlp)")
-    models.add_argument("--baseline", default=None, help="arch the ratios divide by (default: the first --arch)")
+    models.add_argument(
+        "--baseline",
+        default=None,
+        help="arch the ratios divide by (default: the first --arch), or 'twin': each arch's strided-conv twin "
+        "(same backbone and strides, pools replaced by skip) in the same run",
+    )
     models.add_argument("--image-size", type=int, default=128, help="input px (default 128)")
+    models.add_argument("--channels-last", action="store_true", help="models and input in channels-last memory format")
     _common(models, "benchmarks/results/models")
     detection = sub.add_parser("detection", help="detector training step at a detection recipe's settings")
     detection.add_argument(
@@ -85,7 +106,15 @@ def build_parser() -> argparse.ArgumentParser:
     attention.add_argument("--seed", type=int, default=0)
     attention.add_argument("--out", default="benchmarks/results/attention", help="output stem (<out>.md, <out>.csv)")
     attention.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    _busy(attention)
     return parser
+
+
+def _load_average() -> str:
+    try:
+        return ", ".join(f"{value:.2f}" for value in os.getloadavg())
+    except OSError:  # pragma: no cover - not on every platform
+        return "unknown"
 
 
 def _device(name: str) -> str:
@@ -100,6 +129,7 @@ def _device(name: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.load_at_start = _load_average()
     from repro.bench import layers as layer_bench
     from repro.bench import models as model_bench
     from repro.bench.report import LAYER_COLUMNS, MODEL_COLUMNS, write_report
@@ -141,20 +171,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         unknown = sorted(set(pools) - set(list_pools()) - {layer_bench.CONV_BASELINE})
         if unknown:
             raise SystemExit(f"unknown pools {unknown}; valid: {', '.join(list_pools())}")
-        rows = layer_bench.bench_layers(shapes, pools, **options)
+        with cpu_load(args.busy):
+            rows = layer_bench.bench_layers(shapes, pools, matmul=not args.no_matmul, **options)
         columns, title = LAYER_COLUMNS, "Per-layer forward + backward"
         what = "one forward and backward of the layer alone (random output gradient), module in train mode"
     else:
-        rows = model_bench.bench_models(
-            args.arch or model_bench.DEFAULT_ARCHS, baseline=args.baseline, image_size=args.image_size, **options
-        )
+        with cpu_load(args.busy):
+            rows = model_bench.bench_models(
+                args.arch or model_bench.DEFAULT_ARCHS,
+                baseline=args.baseline,
+                image_size=args.image_size,
+                channels_last=args.channels_last,
+                **options,
+            )
         columns, title = MODEL_COLUMNS, "Whole-model training step"
         what = "forward, cross-entropy, backward and SGD step on random data, model in train mode"
     memory = "not measured" if args.no_memory else MEMORY_METHODS["cuda" if device.startswith("cuda") else "cpu"]
     notes = [
         f"command: `python -m repro.bench {shlex.join(argv if argv is not None else sys.argv[1:])}`",
         f"torch {torch.__version__}, {platform.machine()} {platform.system()}, device {device}, {threads} threads",
-        f"time: median of {args.repeats} calls after {args.warmup} warm-up calls; {what}",
+        f"time: median of {args.repeats} calls after {args.warmup} warm-up calls, the variants of one "
+        f"{'shape' if args.command == 'layers' else 'precision'} timed interleaved (one call each per round); {what}",
+        "MACs: the profiler's count of one forward + backward (repro.bench.throughput); GFLOP/s = 2 MACs / time"
+        + (
+            "; `of matmul` = GFLOP/s / that of a dense fp32 n x n matmul with n^3 = the pool's MACs, timed in the same "
+            "rounds"
+            if args.command == "layers"
+            else "; `time per MAC / baseline` = (time / baseline) / (MACs / baseline)"
+        ),
+        f"load average (1, 5, 15 min) at start: {args.load_at_start}; at end: {_load_average()}",
+        f"machine: {os.cpu_count()} CPUs, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, "
+        f"{args.busy} CPU-bound processes run beside the measurement (--busy)",
         f"peak memory: {memory}",
         "ratios are measured in the same process: `time / conv` divides by the strided 3x3 conv at the same shape "
         "(`time / baseline` by the baseline arch); `speed-up vs faithful` = faithful time / fast time",
@@ -175,14 +222,25 @@ def _attention(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
         raise SystemExit(f"--shape: {exc}") from None
     threads = set_threads(args.threads)
     progress = None if args.quiet else (lambda msg: print(f"[bench] {msg}", file=sys.stderr, flush=True))
-    rows = bench_attention(
-        shapes, warmup=args.warmup, repeats=args.repeats, memory=not args.no_memory, seed=args.seed, progress=progress
-    )
+    with cpu_load(args.busy):
+        rows = bench_attention(
+            shapes,
+            warmup=args.warmup,
+            repeats=args.repeats,
+            memory=not args.no_memory,
+            seed=args.seed,
+            progress=progress,
+        )
     notes = [
         f"command: `python -m repro.bench {shlex.join(argv if argv is not None else sys.argv[1:])}`",
         f"torch {torch.__version__}, {platform.machine()} {platform.system()}, device cpu, {threads} threads, fp32",
-        f"time: median of {args.repeats} calls after {args.warmup} warm-up calls; one call is forward + backward of "
-        "softmax self-attention on a packed (B, N, 3·h·d) projection",
+        f"time: median of {args.repeats} calls after {args.warmup} warm-up calls, kernels and SDPA timed interleaved; "
+        "one call is forward + backward of softmax self-attention on a packed (B, N, 3·h·d) projection",
+        "GFLOP/s: 2 x the MACs of forward + backward (scores and weighted sum: 2·B·h·N²·d forward, twice that "
+        "backward) / time",
+        f"load average (1, 5, 15 min) at start: {args.load_at_start}; at end: {_load_average()}",
+        f"machine: {os.cpu_count()} CPUs, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, "
+        f"{args.busy} CPU-bound processes run beside the measurement (--busy)",
         f"peak memory: {'not measured' if args.no_memory else MEMORY_METHODS['cpu']}",
         "`speed-up vs sdpa` = SDPA time / kernel time, measured in the same process; `max abs diff` compares the two "
         "forward outputs",

@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-from repro.bench.timing import measure
+from repro.bench.throughput import gflops
+from repro.bench.timing import peak_memory_bytes, time_interleaved
 from repro.layers.small_head_attention import packed_self_attention
 
 __all__ = ["DEFAULT_SHAPES", "AttentionShape", "bench_attention", "parse_attention_shape"]
@@ -70,40 +71,42 @@ def bench_attention(
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
 ) -> list[dict]:
-    """One row per (shape, implementation) with ``ms``, ``iqr_ms``, ``peak_mib``, the largest output difference
-    between the two (``max_abs_diff``) and, on the kernel rows, ``speedup_vs_sdpa`` (SDPA time / kernel time)."""
+    """One row per (shape, implementation) with ``ms``, ``iqr_ms`` (both timed interleaved), ``gflops``,
+    ``peak_mib``, the largest output difference between the two (``max_abs_diff``) and, on the kernel rows,
+    ``speedup_vs_sdpa`` (SDPA time / kernel time)."""
     rows: list[dict] = []
     for shape in shapes:
         g = torch.Generator().manual_seed(seed)
         width = shape.heads * shape.head_dim
         qkv = torch.randn(shape.batch, shape.tokens, 3 * width, generator=g).requires_grad_(True)
         grad = torch.randn(shape.batch, shape.tokens, width, generator=g)
+        if progress:
+            progress(f"B={shape.batch} h={shape.heads} N={shape.tokens} d={shape.head_dim}")
+        steps = {}
         outputs = {}
-        group = []
         for name, fn in IMPLEMENTATIONS.items():
-            if progress:
-                progress(f"B={shape.batch} h={shape.heads} N={shape.tokens} d={shape.head_dim} {name}")
 
             def step(fn=fn, qkv=qkv, heads=shape.heads, grad=grad) -> None:
                 qkv.grad = None
                 fn(qkv, heads).backward(grad)
 
+            steps[name] = step
             with torch.no_grad():
                 outputs[name] = fn(qkv, shape.heads)
-            result = measure(step, warmup=warmup, repeats=repeats, memory=memory)
-            group.append(
-                {
-                    **asdict(shape),
-                    "impl": name,
-                    "ms": result.median_ms,
-                    "iqr_ms": result.iqr_ms,
-                    "peak_mib": result.peak_mib,
-                }
-            )
+        timed = time_interleaved(steps, warmup=warmup, repeats=repeats)
+        macs = 6 * shape.batch * shape.heads * shape.tokens**2 * shape.head_dim
         diff = (outputs["kernels"] - outputs["sdpa"]).abs().max().item()
-        by_name = {row["impl"]: row for row in group}
-        by_name["kernels"]["speedup_vs_sdpa"] = by_name["sdpa"]["ms"] / by_name["kernels"]["ms"]
-        for row in group:
-            row["max_abs_diff"] = diff
-        rows.extend(group)
+        group = {}
+        for name, (median, iqr) in timed.items():
+            group[name] = {
+                **asdict(shape),
+                "impl": name,
+                "ms": median,
+                "iqr_ms": iqr,
+                "gflops": gflops(macs, median),
+                "peak_mib": peak_memory_bytes(steps[name]) / 2**20 if memory else None,
+                "max_abs_diff": diff,
+            }
+        group["kernels"]["speedup_vs_sdpa"] = group["sdpa"]["ms"] / group["kernels"]["ms"]
+        rows.extend(group.values())
     return rows

@@ -3,7 +3,9 @@
 Each pool is compared with the **strided-conv baseline** of its stage (``skip``: the stage's 3×3 conv takes the
 stride instead, ``Conv2d(C, C, 3, stride, padding=1, bias=False)``) and, for pools with attention, the ``fast``
 implementation with the ``faithful`` one (:mod:`repro.layers.nlp`; ``fast-sdpa`` is the fast path without the
-compiled small-head kernels, :mod:`repro.bench.variants`), all in the same process.
+compiled small-head kernels, :mod:`repro.bench.variants`), all in the same process and timed interleaved. Each
+row's achieved GFLOP/s (the exact MACs of its forward + backward) is compared with that of a dense fp32 matmul of
+the same MAC count, timed in the same rounds (:mod:`repro.bench.throughput`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from repro.bench.timing import autocast, measure
+from repro.bench.timing import autocast, peak_memory_bytes, time_variants
 
 __all__ = [
     "CONV_BASELINE",
@@ -122,14 +124,12 @@ def _build_pool(name: str, shape: LayerShape) -> nn.Module:
     return pool
 
 
-def _has_attention_impl(module: nn.Module) -> bool:
-    return any(hasattr(m, "active_impl") for m in module.modules())
-
-
 def _step(module: nn.Module, x: torch.Tensor, amp: bool) -> Callable[[], None]:
     """One forward + backward with a fixed random output gradient; gradients are freed before each call."""
+    from repro.layers.nlp import architecture_ops
+
     device = x.device
-    with torch.no_grad(), autocast(device, amp):
+    with torch.no_grad(), autocast(device, amp), architecture_ops():  # only the output's shape is needed
         grad = torch.randn_like(module(x)).float()
 
     def step() -> None:
@@ -153,47 +153,83 @@ def bench_layers(
     warmup: int = 2,
     repeats: int = 5,
     memory: bool = True,
+    matmul: bool = True,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
 ) -> list[dict]:
     """Benchmark each pool (and the strided-conv baseline) at each shape; return one row dict per measurement.
 
-    Rows carry ``ms`` (median fwd+bwd), ``iqr_ms``, ``peak_mib``, and the ratios ``x_vs_conv`` (time / the conv
-    baseline's time at the same shape and precision), ``mem_vs_conv`` and, for the ``fast`` rows of attention pools,
+    All variants of one shape (pools, implementations and, with ``matmul``, a dense fp32 matmul of each pool's MAC
+    count) are timed interleaved (:func:`repro.bench.timing.time_variants`). Rows carry ``ms`` (median fwd+bwd),
+    ``iqr_ms``, ``peak_mib``, ``gmacs`` (MACs of the forward + backward,
+    :func:`repro.bench.throughput.training_step_macs`), ``gflops`` and, with ``matmul``, ``matmul_gflops`` and
+    ``of_matmul`` (the row's GFLOP/s over the matmul's), and the ratios ``x_vs_conv`` (time / the conv baseline's
+    time at the same shape and precision), ``mem_vs_conv`` and, for the ``fast`` rows of attention pools,
     ``speedup_vs_faithful`` (faithful time / fast time). Failures are recorded in ``error`` instead of raising.
     """
-    from repro.bench.variants import implementation
+    from repro.bench.throughput import gflops, matmul_step, training_step_macs
+    from repro.bench.variants import has_attention_impl, with_impl
 
     dev = torch.device(device)
     names = [CONV_BASELINE, *[p for p in pools if p not in ("skip", CONV_BASELINE)]]
     rows: list[dict] = []
     for shape in shapes:
         for amp in amp_modes:
+            precision = "amp" if amp else "fp32"
             torch.manual_seed(seed)
             x = torch.randn(batch_size, shape.channels, shape.height, shape.width, device=dev, requires_grad=True)
             group: list[dict] = []
+            steps: dict[int, Callable[[], None]] = {}  # row index in ``group`` -> timed step
+            matmuls: dict[str, tuple[Callable[[], None], int]] = {}
             for name in names:
-                base = {**asdict(shape), "batch": batch_size, "pool": name, "precision": "amp" if amp else "fp32"}
+                base = {**asdict(shape), "batch": batch_size, "pool": name, "precision": precision}
                 try:
                     torch.manual_seed(seed)
                     module = _build_pool(name, shape).to(dev).train()
+                    step = _step(module, x, amp)
                 except Exception as exc:  # recorded in the table: a pool that cannot run at this shape
                     group.append({**base, "impl": "-", "error": f"{type(exc).__name__}: {exc}"})
                     continue
-                for impl in impls if _has_attention_impl(module) else ("-",):
-                    if progress:
-                        progress(f"{shape.label} {base['precision']} {name} {impl}")
+                try:
+                    macs = training_step_macs(step)
+                except Exception:  # not countable (e.g. an op the counter cannot run): no GFLOP/s for this pool
+                    macs = None
+                if macs and matmul:
+                    matmuls[name] = matmul_step(macs, dev)
+                for impl in impls if has_attention_impl(module) else ("-",):
                     row = {**base, "impl": impl}
-                    try:
-                        with implementation(impl):
-                            result = measure(
-                                _step(module, x, amp), device=dev, warmup=warmup, repeats=repeats, memory=memory
-                            )
-                        row.update(ms=result.median_ms, iqr_ms=result.iqr_ms, repeats=result.repeats)
-                        row["peak_mib"] = result.peak_mib
-                    except Exception as exc:
-                        row["error"] = f"{type(exc).__name__}: {exc}"
+                    if macs:
+                        row["gmacs"] = macs / 1e9
+                    steps[len(group)] = with_impl(step, impl)
                     group.append(row)
+            if progress:
+                progress(f"{shape.label} {precision}: timing {len(steps)} variants and {len(matmuls)} matmuls")
+            fns: dict = dict(steps)
+            fns.update({("matmul", name): fn for name, (fn, _) in matmuls.items()})
+            timed, errors = time_variants(fns, device=dev, warmup=warmup, repeats=repeats)
+            for key, message in errors.items():
+                if isinstance(key, int):
+                    group[key]["error"] = message
+                else:
+                    matmuls.pop(key[1])
+            for index, (median, iqr) in timed.items():
+                if not isinstance(index, int):
+                    continue
+                group[index].update(ms=median, iqr_ms=iqr, repeats=repeats)
+                row = group[index]
+                if "gmacs" in row:
+                    row["gflops"] = gflops(row["gmacs"] * 1e9, median)
+                    if row["pool"] in matmuls:
+                        row["matmul_gflops"] = gflops(matmuls[row["pool"]][1], timed[("matmul", row["pool"])][0])
+                        row["of_matmul"] = row["gflops"] / row["matmul_gflops"]
+            if memory:
+                for index, step in steps.items():
+                    if "error" in group[index]:
+                        continue
+                    try:
+                        group[index]["peak_mib"] = peak_memory_bytes(step, dev) / 2**20
+                    except Exception as exc:
+                        group[index]["error"] = f"{type(exc).__name__}: {exc}"
             _add_ratios(group)
             rows.extend(group)
     return rows

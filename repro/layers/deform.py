@@ -196,6 +196,8 @@ class DeformableSelfAttentiveWeights(SelfAttentiveWeights):
     H and W must be multiples of the patch size (the official code fails otherwise).
     """
 
+    _fuses_tail = False  # the resampling and the local branch come after exp(sigmoid(.))
+
     def __init__(
         self,
         channels: int,

@@ -25,9 +25,10 @@ Two numerically equivalent implementations are selectable with ``impl``:
 * ``'faithful'``: the official operations (``nn.MultiheadAttention`` with ``need_weights=True``, an
   ``F.interpolate`` to (H, W) even when it is the identity);
 * ``'fast'`` (default): fused attention on the same ``in_proj``/``out_proj`` parameters (no attention matrix is
-  formed): the compiled kernels of :mod:`repro.layers.small_head_attention` for head sizes ≤ 8 on CPU float32,
+  formed): the compiled kernels of :mod:`repro.layers.small_head_attention` for head sizes ≤ 32 on CPU float32,
   ``F.scaled_dot_product_attention`` otherwise; no upsampling when p = 1, and a broadcast copy instead of
-  ``F.interpolate`` when that gives the same nearest-neighbour indices.
+  ``F.interpolate`` when that gives the same nearest-neighbour indices. Inside :class:`WeightedPool2d` with
+  ``win_norm`` the final ``exp(sigmoid(·))`` is fused into the pooling (:mod:`repro.layers.exp_sigmoid_pool`).
 
 ``impl=None`` on a module follows the process-wide default (:func:`set_default_impl`), so an audit can switch every
 pool of an existing model at once.
@@ -277,21 +278,37 @@ class SelfAttentiveWeights(nn.Module):
         return torch.exp(v) if self.use_exp else v
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (
+        if self._token_path_applies():
+            return self._forward_tokens(x)
+        return self.restore_weights(self.attend(self.downsample(x)), x.shape[-2:])
+
+    def exp_sigmoid_logits(self, x: torch.Tensor) -> torch.Tensor | None:
+        """``z`` with ``forward(x) = exp(sigmoid(z))`` (the restore BatchNorm's output), for a pooling that fuses
+        the tail (:mod:`repro.layers.exp_sigmoid_pool`); None where the fast token path does not apply or the tail is
+        not ``exp ∘ sigmoid`` (ablations, subclasses with their own forward)."""
+        if not (self._fuses_tail and self.use_exp and isinstance(self.restore[-1], nn.Sigmoid)):
+            return None
+        if not self._token_path_applies():
+            return None
+        return self._forward_tokens(x, tail=False)
+
+    _fuses_tail = True  # False in subclasses whose forward is not this one's
+
+    def _token_path_applies(self) -> bool:
+        return (
             _fused_token_path
             and self.active_impl == "fast"
             and _is_plain_1x1(self.downsample[0])
             and _is_plain_1x1(self.restore[0])
-        ):
-            return self._forward_tokens(x)
-        return self.restore_weights(self.attend(self.downsample(x)), x.shape[-2:])
+        )
 
-    def _forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward_tokens(self, x: torch.Tensor, tail: bool = True) -> torch.Tensor:
         """The fast path for patch size 1 with plain 1×1 convs: the same computation kept in token layout.
 
         The patch-embedding conv is a matrix product on a (B, N, C) view of ``x``, BatchNorm and ReLU run on a
         channels-last view of the (B, N, E) result, and ``out_proj`` is folded into the restore conv
         (``W_r (W_o a + b_o) + b_r``), which writes (B, C, N) directly. Same parameters, buffers and modules.
+        ``tail=False`` stops before the last restore layer (the Sigmoid) and the exp.
         """
         b, c, h, w = x.shape
         embed, *embed_post = self.downsample
@@ -315,8 +332,12 @@ class SelfAttentiveWeights(nn.Module):
             v = torch.matmul(weight, heads.transpose(1, 2)).view(b, c, h, w)
         else:
             v = torch.baddbmm(bias.view(1, c, 1), weight.expand(b, -1, -1), heads.transpose(1, 2)).view(b, c, h, w)
+        if not tail:
+            restore_post = restore_post[:-1]
         for layer in restore_post:
             v = layer(v)
+        if not tail:
+            return v
         return torch.exp(v) if self.use_exp else v
 
     def extra_repr(self) -> str:

@@ -9,6 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from repro.layers.exp_sigmoid_pool import exp_sigmoid_pool, fused_pool_applies
+
 
 class _NormalizedWeightedPool(torch.autograd.Function):
     """``avg(x * w) / avg(w)`` over non-overlapping ``s x s`` windows (trailing rows/columns dropped, as
@@ -67,7 +69,9 @@ class WeightedPool2d(nn.Module):
     ``win_norm=False``: ``y = avg(x * w)`` (the official ``nowin`` form, unnormalised).
 
     The weight network sits at ``logit.pool_weight`` so that state-dict keys match the official code and
-    visualisation hooks can find it by name.
+    visualisation hooks can find it by name. A weight network whose last steps are ``exp(sigmoid(z))`` can offer
+    ``exp_sigmoid_logits(x) -> z | None``; with ``win_norm`` and no hooks on it, the pooling then applies the tail
+    itself, fused (:mod:`repro.layers.exp_sigmoid_pool`).
     """
 
     def __init__(self, weight_net: nn.Module, stride: int, win_norm: bool = True) -> None:
@@ -82,10 +86,26 @@ class WeightedPool2d(nn.Module):
         return self.logit.pool_weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.win_norm and self._may_fuse():
+            logits = self.weight_net.exp_sigmoid_logits(x)
+            if logits is not None:
+                if fused_pool_applies(x, logits):
+                    return exp_sigmoid_pool(x, logits, self.stride)
+                return _NormalizedWeightedPool.apply(x, torch.exp(torch.sigmoid(logits)), self.stride)
         weight = self.logit(x)
         if self.win_norm:
             return _NormalizedWeightedPool.apply(x, weight, self.stride)
         return self.pool(x * weight)
+
+    def _may_fuse(self) -> bool:
+        """Whether the weight network offers ``exp_sigmoid_logits`` and no hook expects its module call."""
+        net = self.weight_net
+        if not hasattr(net, "exp_sigmoid_logits"):
+            return False
+        hooked = (self.logit, net)
+        if any(m._forward_hooks or m._forward_pre_hooks for m in hooked):
+            return False
+        return not (nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks)
 
     def extra_repr(self) -> str:
         return f"stride={self.stride}, win_norm={self.win_norm}"

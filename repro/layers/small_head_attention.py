@@ -1,17 +1,27 @@
-"""Multi-head self-attention for small head sizes on the CPU, forward and backward, as compiled loops.
+"""Multi-head self-attention for the head sizes of the self-attentive pools on the CPU, forward and backward, as
+compiled loops.
 
-At the head sizes of the self-attentive pools (d = C/h = 8 in the default ResNet and MobileNet stages) the CPU
-flash kernel behind ``F.scaled_dot_product_attention`` spends its time in matrix products whose inner or outer
-dimension is d, where BLAS is far from its peak. Written as loops over the keys (vectorised over keys, unrolled
-over the d head channels) the same computation runs in a few passes over data that stays in the L1/L2 cache:
+At the head sizes of the pools (d = C/h: 8 with the MINE head counts, 16 in ResNet18's stages, 12-32 with
+``headfix2``) the CPU flash kernel behind ``F.scaled_dot_product_attention`` spends its time in matrix products whose
+inner or outer dimension is d, where BLAS is far from its peak. Written as loops over the keys (vectorised over keys,
+unrolled over the head channels) the same computation runs in a few passes over data that stays in the L1/L2 cache:
 
 * forward, per query row i: ``s_j = q_i·k_j / √d``, ``p_j = exp(s_j - max s)``, ``o_i = Σ p_j v_j / Σ p_j`` and
   the log-sum-exp ``L_i`` is kept;
 * backward, per row i: ``p_j = exp(s_j - L_i)`` is recomputed, ``ds_j = p_j (dO_i·v_j - dO_i·o_i)``, then
   ``dq_i = Σ ds_j k_j / √d``, ``dk_j += ds_j q_i / √d``, ``dv_j += p_j dO_i``.
 
+Register blocking: every pass over the keys serves 4 query rows at once (each key or value element is loaded once
+for 4 rows, and dk, dv are read and written once for 4 rows), in chunks of 8 head channels (a fully unrolled inner
+loop for any d; the forward's weighted sum takes 2 value channels per pass). The forward runs in parallel over
+(batch, head, block of 64 query rows), the backward over (batch, head, query range): when B·h gives fewer than 4
+work items per thread, the queries of each head are split (:func:`query_splits`) and every range accumulates its
+own partial dk, dv, summed afterwards. Rows past the end of a range repeat its last row with a zero output gradient,
+so that no tail loop is needed.
+
 The exponential is a Cephes-style polynomial (relative error below 3e-7) so that the compiler can vectorise it.
-The kernels are compiled by numba on first use for each head size (a few seconds, cached on disk).
+The kernels are compiled by numba on first use for each head size (15-45 s, depending on d and the machine's
+load) and cached on disk (``__pycache__`` beside this file), after which loading takes well under a second.
 
 :func:`packed_self_attention` takes the packed ``in_proj`` output ``(B, N, 3E)`` and returns the concatenated heads
 ``(B, N, E)``; :func:`kernel_applies` says when it is used instead of ``F.scaled_dot_product_attention``
@@ -45,11 +55,12 @@ __all__ = [
     "small_head_kernels",
 ]
 
-MAX_HEAD_DIM = 8
-"""Largest head size that uses these kernels; from d = 16 on, the BLAS-based flash kernel is faster (measured with
-``python -m repro.bench attention``, docs/performance.md)."""
+MAX_HEAD_DIM = 32
+"""Largest head size that uses these kernels: up to 32 they beat the BLAS-based flash kernel at the pools' token
+counts (``python -m repro.bench attention``, docs/performance.md); larger heads go through SDPA."""
 
 _ROW_BLOCK = 64  # query rows per parallel work item of the forward kernel
+_CHANNEL_CHUNK = 8  # head channels per vectorised pass over the keys (a fully unrolled inner loop)
 _enabled = True
 
 
@@ -144,8 +155,9 @@ class _SmallHeadAttention(torch.autograd.Function):
         b, n, _, heads, d = packed.shape
         grad = grad_out.detach().contiguous().view(b, n, heads, d)
         grad_qkv = packed.new_empty(b, n, 3, heads, d)
-        grad_k_t = torch.empty_like(k_t)
-        grad_v_t = torch.empty_like(v_t)
+        splits = query_splits(b * heads, n, torch.get_num_threads())
+        grad_k_t = k_t.new_empty(splits, *k_t.shape)  # one partial dK, dV per query range
+        grad_v_t = v_t.new_empty(splits, *v_t.shape)
         _, backward_kernel = _kernels(d)
         with _numba_threads():
             backward_kernel(
@@ -160,6 +172,7 @@ class _SmallHeadAttention(torch.autograd.Function):
                 grad_k_t.numpy(),
                 grad_v_t.numpy(),
             )
+        grad_k_t, grad_v_t = (t[0] if splits == 1 else t.sum(0) for t in (grad_k_t, grad_v_t))
         grad_qkv[:, :, 1] = grad_k_t.permute(0, 3, 1, 2)
         grad_qkv[:, :, 2] = grad_v_t.permute(0, 3, 1, 2)
         return grad_qkv.view(b, n, 3 * heads * d), None
@@ -168,6 +181,13 @@ class _SmallHeadAttention(torch.autograd.Function):
 def _keys_last(packed: torch.Tensor, which: int) -> torch.Tensor:
     """K or V of a packed (B, N, 3, h, d) projection as a contiguous (B, h, d, N) copy (keys along the last axis)."""
     return packed[:, :, which].permute(0, 2, 3, 1).contiguous()
+
+
+def query_splits(batch_heads: int, tokens: int, threads: int) -> int:
+    """Query ranges per (batch, head) in the backward: enough work items for ``4·threads`` (so that a thread that
+    the OS preempts does not hold up the others for long), at least 16 query rows each; 1 when B·h suffices."""
+    wanted = -(-4 * threads // max(batch_heads, 1))
+    return max(1, min(wanted, tokens // 16))
 
 
 @contextmanager
@@ -188,9 +208,51 @@ def _kernels(head_dim: int) -> tuple[Callable, Callable]:
     return _build_kernels(head_dim, _ROW_BLOCK)
 
 
+if numba is not None:
+    _inline = functools.partial(numba.njit, fastmath=True, cache=True, inline="always")
+else:  # pragma: no cover - without numba the kernels are never built
+
+    def _inline(fn):
+        return fn
+
+
+@_inline
+def _dots(vec, mat, s0, s1, s2, s3, c0, width, accumulate):  # pragma: no cover - compiled
+    """``s_r[j] (+)= Σ_{c0 ≤ c < c0+width} vec[r, c]·mat[c, j]`` for the 4 rows r of ``vec``: one pass over the
+    columns j of ``mat`` (vectorised over j) that reads each ``mat[c, j]`` once for the 4 rows."""
+    for j in range(mat.shape[1]):
+        if accumulate:
+            a0, a1, a2, a3 = s0[j], s1[j], s2[j], s3[j]
+        else:
+            a0 = a1 = a2 = a3 = np.float32(0)
+        for cc in range(width):
+            m = mat[c0 + cc, j]
+            a0 += vec[0, c0 + cc] * m
+            a1 += vec[1, c0 + cc] * m
+            a2 += vec[2, c0 + cc] * m
+            a3 += vec[3, c0 + cc] * m
+        s0[j] = a0
+        s1[j] = a1
+        s2[j] = a2
+        s3[j] = a3
+
+
+@_inline
+def _row_products(vec, mat, s0, s1, s2, s3, full, rest):  # pragma: no cover - compiled
+    """``s_r = vec[r] · mat`` (4 rows of length d times a (d, N) matrix) in passes of ``_CHANNEL_CHUNK``
+    channels, so that each pass is a fully unrolled, vectorised loop; ``full`` channels in whole chunks, ``rest``
+    in a last shorter one."""
+    for c0 in range(0, full, _CHANNEL_CHUNK):
+        _dots(vec, mat, s0, s1, s2, s3, c0, _CHANNEL_CHUNK, c0 > 0)
+    if rest:
+        _dots(vec, mat, s0, s1, s2, s3, full, rest, full > 0)
+
+
 def _build_kernels(head_dim: int, row_block: int) -> tuple[Callable, Callable]:
     jit = functools.partial(numba.njit, fastmath=True, cache=True, parallel=True)
     dim = head_dim
+    full = dim - dim % _CHANNEL_CHUNK
+    rest = dim % _CHANNEL_CHUNK
 
     @jit
     def forward(qkv, k_t, v_t, scale, out, lse):  # pragma: no cover - compiled
@@ -200,77 +262,121 @@ def _build_kernels(head_dim: int, row_block: int) -> tuple[Callable, Callable]:
             b = item // (heads * blocks)
             h = (item // blocks) % heads
             start = (item % blocks) * row_block
+            stop = min(start + row_block, tokens)
             keys, values = k_t[b, h], v_t[b, h]
-            q = np.empty(dim, np.float32)
-            scores = np.empty(tokens, np.float32)
-            for i in range(start, min(start + row_block, tokens)):
-                for c in range(dim):
-                    q[c] = qkv[b, i, 0, h, c] * scale
-                for j in range(tokens):
-                    acc = np.float32(0)
+            q = np.empty((4, dim), np.float32)
+            s0 = np.empty(tokens, np.float32)
+            s1 = np.empty(tokens, np.float32)
+            s2 = np.empty(tokens, np.float32)
+            s3 = np.empty(tokens, np.float32)
+            for i in range(start, stop, 4):  # 4 query rows at a time; past ``stop`` the last row is repeated
+                for r in range(4):
+                    row = min(i + r, stop - 1)
                     for c in range(dim):
-                        acc += q[c] * keys[c, j]
-                    scores[j] = acc
-                top = np.float32(-np.inf)
+                        q[r, c] = qkv[b, row, 0, h, c] * scale
+                _row_products(q, keys, s0, s1, s2, s3, full, rest)
+                m0 = m1 = m2 = m3 = np.float32(-np.inf)
                 for j in range(tokens):
-                    top = max(top, scores[j])
-                total = np.float32(0)
+                    m0 = max(m0, s0[j])
+                    m1 = max(m1, s1[j])
+                    m2 = max(m2, s2[j])
+                    m3 = max(m3, s3[j])
+                t0 = t1 = t2 = t3 = np.float32(0)
                 for j in range(tokens):
-                    p = _exp(scores[j] - top)
-                    scores[j] = p
-                    total += p
-                inv = np.float32(1) / total
-                for c in range(dim):
-                    row = values[c]
-                    acc = np.float32(0)
+                    p0, p1, p2, p3 = _exp(s0[j] - m0), _exp(s1[j] - m1), _exp(s2[j] - m2), _exp(s3[j] - m3)
+                    s0[j], s1[j], s2[j], s3[j] = p0, p1, p2, p3
+                    t0 += p0
+                    t1 += p1
+                    t2 += p2
+                    t3 += p3
+                inv = (np.float32(1) / t0, np.float32(1) / t1, np.float32(1) / t2, np.float32(1) / t3)
+                valid = min(4, stop - i)
+                for c in range(0, dim, 2):  # two value channels per pass over the keys (odd d: the last twice)
+                    c1 = min(c + 1, dim - 1)
+                    row_a, row_b = values[c], values[c1]
+                    a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = np.float32(0)
                     for j in range(tokens):
-                        acc += scores[j] * row[j]
-                    out[b, i, h, c] = acc * inv
-                lse[b, h, i] = top + np.log(total)
+                        va, vb = row_a[j], row_b[j]
+                        x0, x1, x2, x3 = s0[j], s1[j], s2[j], s3[j]
+                        a0 += x0 * va
+                        a1 += x1 * va
+                        a2 += x2 * va
+                        a3 += x3 * va
+                        b0 += x0 * vb
+                        b1 += x1 * vb
+                        b2 += x2 * vb
+                        b3 += x3 * vb
+                    acc_a, acc_b = (a0, a1, a2, a3), (b0, b1, b2, b3)
+                    for r in range(valid):
+                        out[b, i + r, h, c] = acc_a[r] * inv[r]
+                        out[b, i + r, h, c1] = acc_b[r] * inv[r]
+                lse_rows = (m0 + np.log(t0), m1 + np.log(t1), m2 + np.log(t2), m3 + np.log(t3))
+                for r in range(valid):
+                    lse[b, h, i + r] = lse_rows[r]
 
     @jit
     def backward(qkv, k_t, v_t, out, grad_out, lse, scale, grad_qkv, grad_k_t, grad_v_t):  # pragma: no cover
-        batch, tokens, _, heads, _ = qkv.shape
-        for item in numba.prange(batch * heads):
-            b, h = item // heads, item % heads
+        splits, batch, heads, _, tokens = grad_k_t.shape
+        span = (tokens + splits - 1) // splits
+        for item in numba.prange(batch * heads * splits):
+            b = item // (heads * splits)
+            h = (item // splits) % heads
+            split = item % splits
+            start, stop = split * span, min((split + 1) * span, tokens)
             keys, values = k_t[b, h], v_t[b, h]
-            grad_keys, grad_values = grad_k_t[b, h], grad_v_t[b, h]
+            grad_keys, grad_values = grad_k_t[split, b, h], grad_v_t[split, b, h]
             grad_keys[:] = 0
             grad_values[:] = 0
-            q = np.empty(dim, np.float32)
-            g = np.empty(dim, np.float32)
-            probs = np.empty(tokens, np.float32)
-            grad_scores = np.empty(tokens, np.float32)
-            for i in range(tokens):
-                delta = np.float32(0)
-                for c in range(dim):
-                    q[c] = qkv[b, i, 0, h, c] * scale
-                    g[c] = grad_out[b, i, h, c]
-                    delta += g[c] * out[b, i, h, c]
-                normaliser = lse[b, h, i]
-                for j in range(tokens):
+            q = np.empty((4, dim), np.float32)
+            g = np.empty((4, dim), np.float32)
+            delta = np.empty(4, np.float32)
+            norm = np.empty(4, np.float32)
+            p0 = np.empty(tokens, np.float32)
+            p1 = np.empty(tokens, np.float32)
+            p2 = np.empty(tokens, np.float32)
+            p3 = np.empty(tokens, np.float32)
+            d0 = np.empty(tokens, np.float32)
+            d1 = np.empty(tokens, np.float32)
+            d2 = np.empty(tokens, np.float32)
+            d3 = np.empty(tokens, np.float32)
+            for i in range(start, stop, 4):  # rows past ``stop`` repeat the last one with a zero output gradient
+                for r in range(4):
+                    row = min(i + r, stop - 1)
+                    weight = np.float32(1) if i + r < stop else np.float32(0)
                     acc = np.float32(0)
                     for c in range(dim):
-                        acc += q[c] * keys[c, j]
-                    probs[j] = acc
+                        q[r, c] = qkv[b, row, 0, h, c] * scale
+                        g[r, c] = grad_out[b, row, h, c] * weight
+                        acc += g[r, c] * out[b, row, h, c]
+                    delta[r] = acc
+                    norm[r] = lse[b, h, row]
+                _row_products(q, keys, p0, p1, p2, p3, full, rest)  # scores
+                _row_products(g, values, d0, d1, d2, d3, full, rest)  # dO·v
+                l0, l1, l2, l3 = norm[0], norm[1], norm[2], norm[3]
+                e0, e1, e2, e3 = delta[0], delta[1], delta[2], delta[3]
                 for j in range(tokens):
-                    acc = np.float32(0)
-                    for c in range(dim):
-                        acc += g[c] * values[c, j]
-                    grad_scores[j] = acc
-                for j in range(tokens):
-                    p = _exp(probs[j] - normaliser)
-                    probs[j] = p
-                    grad_scores[j] = p * (grad_scores[j] - delta)
+                    x0, x1, x2, x3 = _exp(p0[j] - l0), _exp(p1[j] - l1), _exp(p2[j] - l2), _exp(p3[j] - l3)
+                    p0[j], p1[j], p2[j], p3[j] = x0, x1, x2, x3
+                    d0[j] = x0 * (d0[j] - e0)
+                    d1[j] = x1 * (d1[j] - e1)
+                    d2[j] = x2 * (d2[j] - e2)
+                    d3[j] = x3 * (d3[j] - e3)
+                valid = min(4, stop - i)
                 for c in range(dim):
                     key_row, grad_key_row, grad_value_row = keys[c], grad_keys[c], grad_values[c]
-                    qc, gc = q[c], g[c]
-                    acc = np.float32(0)
+                    q0, q1, q2, q3 = q[0, c], q[1, c], q[2, c], q[3, c]
+                    g0, g1, g2, g3 = g[0, c], g[1, c], g[2, c], g[3, c]
+                    a0 = a1 = a2 = a3 = np.float32(0)
                     for j in range(tokens):
-                        ds = grad_scores[j]
-                        acc += ds * key_row[j]
-                        grad_key_row[j] += ds * qc
-                        grad_value_row[j] += probs[j] * gc
-                    grad_qkv[b, i, 0, h, c] = acc * scale
+                        k = key_row[j]
+                        a0 += d0[j] * k
+                        a1 += d1[j] * k
+                        a2 += d2[j] * k
+                        a3 += d3[j] * k
+                        grad_key_row[j] += d0[j] * q0 + d1[j] * q1 + d2[j] * q2 + d3[j] * q3
+                        grad_value_row[j] += p0[j] * g0 + p1[j] * g1 + p2[j] * g2 + p3[j] * g3
+                    acc = (a0, a1, a2, a3)
+                    for r in range(valid):
+                        grad_qkv[b, i + r, 0, h, c] = acc[r] * scale
 
     return forward, backward
