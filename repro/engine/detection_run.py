@@ -138,6 +138,7 @@ class DetectionRun(ABC):
     def _load(self) -> None:
         saved = load_checkpoint(self.ckpt_path, map_location="cpu")
         check_resume(saved, self.config, self.resume_keys, self.ctx, self.ckpt_path)
+        self._check_saved(saved)
         self.core.load_state_dict(saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
         self.history = list(saved["history"])
@@ -150,6 +151,10 @@ class DetectionRun(ABC):
         if saved.get("epoch_start_rng"):
             self.replay.epoch_start_rng = saved["epoch_start_rng"][self.ctx.rank]
         log.info("resuming %s at epoch %d step %d", self.ckpt_path, self.epoch + 1, self.step)
+
+    def _check_saved(self, saved: dict[str, Any]) -> None:
+        """Further checks of a checkpoint about to be resumed (after those of ``resume_keys``); none by default."""
+        return None
 
     def _save(self, *, epoch_start_rng: dict[str, Any] | None = None) -> None:
         """Gather every process's RNG state and write the checkpoint from rank 0. Called by all processes."""

@@ -252,8 +252,8 @@ class _FaceRun(DetectionRun):
             full = scut_head_ground_truth(eval_set.source)
         return subset_ground_truth(full, eval_set.keys)
 
-    def _load(self) -> None:
-        saved = load_checkpoint(self.ckpt_path, map_location="cpu")
+    def _check_saved(self, saved: dict[str, Any]) -> None:
+        """The resolved recipe must be the checkpoint's (a recipe object or a changed registered recipe too)."""
         old, new = saved.get("recipe") or {}, self.recipe.to_dict()
         changed = [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in new.items() if old.get(k) != v]
         if changed:
@@ -261,7 +261,6 @@ class _FaceRun(DetectionRun):
                 f"cannot resume {self.ckpt_path}: the run was started with a different recipe ({'; '.join(changed)}). "
                 "Use the original options, or a new --out directory to start a new run."
             )
-        super()._load()
 
     # -- the loop's hooks -------------------------------------------------------------------------------------------
 

@@ -3,10 +3,11 @@ Condensation-Net's quantised comparison (and any model asked for it).
 
 :func:`prepare_fake_quant` swaps every ``Conv2d`` / ``Linear`` for its QAT twin, whose weights pass an int8
 per-channel symmetric fake quantiser, and puts a uint8 per-tensor affine fake quantiser (moving-average min/max
-observer, the full 0..255 range) on the output of every leaf module. Training and evaluation then run in float on
-values rounded to the 8-bit grid; no integer kernel is used. The observers' statistics are buffers, so they travel
-with ``state_dict`` (checkpoints, exact resume). :func:`frozen_observers` keeps them fixed, e.g. during evaluation
-(an observer would otherwise keep learning from the test images) and BatchNorm re-estimation.
+observer, the full 0..255 range) on the output of every module the eager-mode QAT mapping quantises. Training and
+evaluation then run in float on values rounded to the 8-bit grid; no integer kernel is used. The observers' statistics
+are buffers, so they travel with ``state_dict`` (checkpoints, exact resume). :func:`frozen_observers` keeps them
+fixed, e.g. during evaluation (an observer would otherwise keep learning from the test images) and BatchNorm
+re-estimation.
 """
 
 from __future__ import annotations
