@@ -725,6 +725,57 @@ def experiment(
     raise typer.Exit(experiment_command(name, settings, section, out, set_, progress))
 
 
+# -- train-faces (repro.engine.train_faces) --
+@app.command("train-faces")
+def train_faces_command(
+    arch: str = typer.Option(..., help="rnnpool_face_{a,b,c,quant,m4} or (condensation_)tiny_yolov2_face."),
+    recipe: str | None = typer.Option(None, help="Face recipe (default: the family's smoke recipe; see docs)."),
+    dataset: str | None = typer.Option(None, help="widerface, synth_faces or scut_head (default: the recipe's)."),
+    image_size: str | None = typer.Option(None, help="Training size N or HxW (default: the recipe's)."),
+    out: str = typer.Option("runs/faces", help="Run directory (checkpoint.pt, metrics.json, wider_predictions/...)."),
+    resume: bool = typer.Option(False, help="Continue from <out>/checkpoint.pt."),
+    data_root: str | None = typer.Option(None, help="Data root (default: $REPRO_DATA_ROOT, params.yaml, data/)."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    seed: int = typer.Option(0, help="Random seed."),
+    epochs: int | None = typer.Option(None, help="Override the recipe's epochs."),
+    batch_size: int | None = typer.Option(None, help="Override the recipe's global batch size."),
+    lr: float | None = typer.Option(None, help="Override the recipe's learning rate."),
+    max_steps_per_epoch: int | None = typer.Option(None, help="Cap the steps of each epoch."),
+    eval_max_images: int | None = typer.Option(None, help="Evaluate only the first N images of the split."),
+    test_time: str | None = typer.Option(None, help="Test-time protocol: vga, qvga or edgeml (default: the recipe's)."),
+    quantization: str | None = typer.Option(None, help="none or int8 (fake quantisation; default: the recipe's)."),
+    init_checkpoint: str | None = typer.Option(None, help="Start from the weights of another face run's checkpoint."),
+    precise_bn: bool | None = typer.Option(None, help="Re-estimate BN statistics before evaluation (recipe default)."),
+    checkpoints: bool = typer.Option(True, help="Write checkpoint.pt (--no-checkpoints: a run that cannot resume)."),
+) -> None:
+    """Train and evaluate a face detector; writes WIDER AP, TPR at 0.1 FPPI, the WIDER prediction files, dvclive."""
+    from repro.engine.train_faces import cli_train_faces
+
+    raise typer.Exit(
+        cli_train_faces(
+            arch=arch,
+            recipe=recipe,
+            dataset=dataset,
+            image_size=image_size,
+            out_dir=out,
+            resume=resume,
+            data_root=data_root,
+            device=device,
+            seed=seed,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            max_steps_per_epoch=max_steps_per_epoch,
+            eval_max_images=eval_max_images,
+            test_time=test_time,
+            quantization=quantization,
+            init_checkpoint=init_checkpoint,
+            precise_bn=precise_bn,
+            checkpoints=checkpoints,
+        )
+    )
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

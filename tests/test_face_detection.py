@@ -158,3 +158,65 @@ def test_decoder_applies_nms():
     assert det["boxes"].shape == (2, 4)
     torch.testing.assert_close(det["boxes"][0], torch.tensor([80.0, 40.0, 120.0, 60.0]))
     assert det["scores"][0] > det["scores"][1]
+
+
+# -- every face detector of the trainer: a training step through its kind, and boxes from its test-time predictor --
+
+ALL_FACE_DETECTORS = [*DETECTORS, "tiny_yolov2_face", "condensation_tiny_yolov2_face"]
+
+
+@pytest.mark.parametrize("name", ALL_FACE_DETECTORS)
+def test_every_face_detector_trains_a_step_and_predicts_boxes(name):
+    from repro.detection.face_detectors import face_detector_kind, normalised_targets
+
+    torch.manual_seed(0)
+    kind = face_detector_kind(name)
+    model = build_model(name)
+    images = torch.rand(2, 3, 64, 96) * 255
+    targets = normalised_targets([torch.tensor([[10.0, 8.0, 40.0, 50.0]]), torch.zeros(0, 4)], 64, 96)
+    before = [p.detach().clone() for p in model.parameters()]
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    losses = kind.losses(model, model, images, targets)
+    loss = sum(losses.values())
+    assert (
+        torch.isfinite(loss)
+        and loss > 0
+        and set(losses) == ({"loss_loc", "loss_conf"} if kind.name == "s3fd" else {"loss_region"})
+    )
+    loss.backward()
+    optimizer.step()
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    boxes, scores = kind.predictor(model, (64, 96))(torch.rand(3, 48, 80) * 255)
+    assert boxes.shape == (len(scores), 4) and len(scores) > 0 and (scores > 0.01).all()
+    assert kind.record(model)["kind"] == kind.name
+
+
+def test_non_face_models_have_no_face_kind():
+    from repro.detection.face_detectors import face_detector_kind
+
+    with pytest.raises(ValueError, match=r"choose one of .*rnnpool_face_a.*tiny_yolov2_face"):
+        face_detector_kind("resnet18-skip-1222")
+
+
+def test_fake_quantisation_rounds_to_the_int8_grid_and_freezes_observers():
+    from repro.models.fake_quant import frozen_observers, prepare_fake_quant
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
+    assert prepare_fake_quant(model, "none") is None
+    record = prepare_fake_quant(model, "int8")
+    # one quantiser on the convolution's weights, one on its output
+    assert record["quantized_weights"] == 1 and record["fake_quantizers"] == 2
+    x = torch.randn(2, 3, 8, 8)
+    model(x)  # observers learn the ranges
+    quant = model[0].activation_post_process
+    scale, zero = float(quant.scale), int(quant.zero_point)
+    with frozen_observers(model):
+        out = model[0](x * 10)  # far outside the observed range: clamped, ranges unchanged
+        assert float(quant.scale) == scale
+    levels = (out / scale + zero).detach()
+    torch.testing.assert_close(levels, levels.round(), atol=1e-3, rtol=0)
+    assert levels.min() >= 0 and levels.max() <= 255
+    assert bool(quant.observer_enabled[0])
+    with pytest.raises(ValueError, match="none, int8"):
+        prepare_fake_quant(model, "int4")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -28,8 +29,17 @@ def landscape_flags(dataset: Dataset) -> np.ndarray:
     return np.array([int(base.images[i]["width"] / base.images[i]["height"] > 1) for i in ids], dtype=np.int64)
 
 
+class JointTransform(Protocol):
+    """An ``(image, target) -> (image, target)`` transform; ``random`` says whether it draws random numbers."""
+
+    random: bool
+
+    def __call__(self, image: Any, target: dict) -> tuple[Any, dict]: ...
+
+
 class DetectionLoader:
-    """Batches ``(list of float images (3, H, W) in [0, 1], list of target dicts)`` of one split and rank.
+    """Batches ``(list of images, list of target dicts)`` of one split and rank (float (3, H, W) images in [0, 1]
+    with :class:`~repro.data.detection_transforms.DetectionTransform`; 0..255 with the face transforms).
 
     ``len()`` is the number of batches per epoch; ``set_epoch(e)`` picks the epoch. With ``group_aspect`` the batches
     of an epoch hold images of one orientation each and come in a random (seeded) order.
@@ -39,7 +49,7 @@ class DetectionLoader:
         self,
         dataset: Dataset,
         *,
-        transform: DetectionTransform,
+        transform: JointTransform,
         batch_size: int,
         shuffle: bool,
         seed: int,
@@ -156,4 +166,4 @@ def evaluated_image_ids(loader: DetectionLoader) -> list[int]:
     return [base.image_ids[i] for i in indices]
 
 
-__all__ = ["DetectionLoader", "build_detection_loader", "coco_source", "evaluated_image_ids"]
+__all__ = ["DetectionLoader", "JointTransform", "build_detection_loader", "coco_source", "evaluated_image_ids"]

@@ -227,12 +227,13 @@ class WiderFace(Dataset):
         self.transform = transform
         self.label_offset = label_offset
         self.keep: dict[str, dict[str, np.ndarray]] | None = None
+        self.gt_dir: Path | None = None  # the eval tool's ground_truth folder (val only)
         if split == "val" and eval_sets is not False:
-            gt_dir = next(
+            self.gt_dir = next(
                 (d for d in (dataset_dir / "eval_tools" / "ground_truth", dataset_dir / "ground_truth") if d.is_dir()),
                 dataset_dir / "eval_tools" / "ground_truth",
             )
-            self.keep = load_eval_sets(gt_dir, name)
+            self.keep = load_eval_sets(self.gt_dir, name)
             self._check_eval_sets()
 
     def _check_eval_sets(self) -> None:

@@ -17,7 +17,8 @@ Every pass keeps detections scoring >= 0.05 (EdgeML's ``--thresh``), after the m
 models: confidence 0.01, NMS 0.3, top 750). Sizes are in original-image pixels, ``+ 1`` inclusive, as in EdgeML.
 
 A *predictor* maps one image tensor (C, H, W), float RGB in 0..255, to ``(boxes, scores)``: boxes (n, 4)
-``x1 y1 x2 y2`` in that tensor's pixels. :func:`s3fd_predictor` makes one from the RNNPool face detectors.
+``x1 y1 x2 y2`` in that tensor's pixels. :func:`s3fd_predictor` makes one from the RNNPool face detectors,
+:func:`yolov2_predictor` from the Tiny-YOLOv2 pair of Condensation-Net.
 """
 
 from __future__ import annotations
@@ -49,9 +50,11 @@ __all__ = [
     "detect_multi_scale",
     "get_protocol",
     "resize_image",
+    "s3fd_input",
     "s3fd_predictor",
     "to_image_tensor",
     "write_wider_predictions",
+    "yolov2_predictor",
 ]
 
 Predictor = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -205,6 +208,15 @@ def box_vote(detections: np.ndarray, iou_threshold: float = 0.3, top_k: int = 75
 # ------------------------------------------------------------------------------------ models and prediction files
 
 
+def s3fd_input(images: torch.Tensor, in_channels: int = 3, mean: Sequence[float] = EDGEML_MEAN_RGB) -> torch.Tensor:
+    """What EdgeML feeds its S3FD models: RGB images (B, 3, H, W) in 0..255 minus ``mean``, no scaling; a monochrome
+    model (``in_channels == 1``) gets ``0.299 R + 0.587 G + 0.114 B`` of the mean-subtracted image."""
+    x = images.float() - torch.tensor([float(v) for v in mean], device=images.device).view(1, 3, 1, 1)
+    if in_channels == 1:
+        x = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2])[:, None]
+    return x
+
+
 def s3fd_predictor(
     model: torch.nn.Module,
     *,
@@ -212,19 +224,45 @@ def s3fd_predictor(
     device: str | torch.device | None = None,
     **decode_opts: Any,
 ) -> Predictor:
-    """A predictor over a face detector with ``detect(x) -> [{"boxes", "scores", ...}]`` and ``in_channels``
-    (the S3FD models of :mod:`repro.models.face_detection`). The image minus ``mean`` is fed in; a monochrome model
-    gets ``0.299 R + 0.587 G + 0.114 B`` of it, as EdgeML feeds the M4 model. ``decode_opts`` go to ``detect``."""
+    """A predictor over an S3FD face detector of :mod:`repro.models.face_detection` (``in_channels``, ``steps``,
+    ``anchor_sizes``): :func:`s3fd_input` of the image, then :func:`repro.detection.s3fd.detect_faces` (softmax,
+    confidence 0.01, NMS 0.3, top 750 unless ``decode_opts`` say otherwise)."""
+    from repro.detection.s3fd import detect_faces
+
     model.eval()
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    mean_tensor = torch.tensor([float(v) for v in mean]).view(3, 1, 1)
+    in_channels = getattr(model, "in_channels", 3)
 
     def predict(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = image.float() - mean_tensor
-        if getattr(model, "in_channels", 3) == 1:
-            x = (0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2])[None]
-        result = model.detect(x[None].to(device), **decode_opts)[0]
+        x = s3fd_input(image[None].float(), in_channels, mean).to(device)
+        result = detect_faces(model, x, **decode_opts)[0]
         return result["boxes"].cpu(), result["scores"].cpu()
+
+    return predict
+
+
+def yolov2_predictor(
+    model: torch.nn.Module,
+    input_size: tuple[int, int] = (416, 416),
+    *,
+    device: str | torch.device | None = None,
+    **decode_opts: Any,
+) -> Predictor:
+    """A predictor over a Tiny-YOLOv2 face detector (:mod:`repro.models.condensation`): the image is resized to
+    ``input_size`` (H, W; bilinear, darknet's plain resize) and scaled to 0..1, decoded by
+    :func:`repro.detection.yolov2.detect_yolov2`, and the boxes are mapped back to the image's pixels."""
+    from repro.detection.yolov2 import detect_yolov2
+
+    model.eval()
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    net_h, net_w = (int(v) for v in input_size)
+
+    def predict(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        height, width = image.shape[-2:]
+        x = F.interpolate(image[None].float() / 255.0, size=(net_h, net_w), mode="bilinear", align_corners=False)
+        result = detect_yolov2(model, x.to(device), **decode_opts)[0]
+        scale = torch.tensor([width / net_w, height / net_h, width / net_w, height / net_h])
+        return result["boxes"].cpu() * scale, result["scores"].cpu()
 
     return predict
 

@@ -34,6 +34,36 @@ def log_pr_curves(logger: EpochLogger, metrics: dict[str, Any]) -> list[str]:
     return names
 
 
+def save_box_grid(
+    path: str | Path, samples: Sequence[tuple[Any, torch.Tensor, torch.Tensor, Sequence[str]]]
+) -> Path | None:
+    """One PNG grid (four per row) of ``(PIL image, ground-truth boxes, predicted boxes, their labels)`` samples:
+    ground truth in green, predictions in red, boxes xyxy in the image's pixels. Returns the path, or None when there
+    is nothing to draw."""
+    from torchvision.transforms.v2.functional import pil_to_tensor
+
+    if not samples:
+        return None
+    panels = []
+    for image, gt, boxes, labels in samples:
+        canvas = pil_to_tensor(image.convert("RGB"))
+        if len(gt):
+            canvas = draw_bounding_boxes(canvas, torch.as_tensor(gt).reshape(-1, 4), colors="lime", width=1)
+        if len(boxes):
+            canvas = draw_bounding_boxes(canvas, boxes.reshape(-1, 4), labels=list(labels), colors="red", width=1)
+        panels.append(canvas)
+    height = max(p.shape[1] for p in panels)
+    width = max(p.shape[2] for p in panels)
+    padded = [torch.nn.functional.pad(p, (0, width - p.shape[2], 0, height - p.shape[1])) for p in panels]
+    grid = make_grid(torch.stack(padded), nrow=min(4, len(panels)), padding=2)
+    from PIL import Image
+
+    path = Path(path)
+    with atomic_path(path, suffix=".png") as tmp:
+        Image.fromarray(grid.permute(1, 2, 0).numpy()).save(tmp, format="PNG")
+    return path
+
+
 def save_prediction_grid(
     path: str | Path,
     dataset: Any,
@@ -45,37 +75,17 @@ def save_prediction_grid(
 ) -> Path | None:
     """The first ``num_images`` images of ``dataset`` (``CocoDetection``: PIL image + target with xyxy ``boxes``)
     with their ground truth (green) and the COCO-format ``detections`` scoring at least ``min_score`` (red), in one
-    PNG grid. Returns the path, or None when there is nothing to draw."""
-    from torchvision.transforms.v2.functional import pil_to_tensor
-
-    count = min(num_images, len(dataset))
-    if count == 0:
-        return None
+    PNG grid (:func:`save_box_grid`). Returns the path, or None when there is nothing to draw."""
     by_image: dict[int, list[dict]] = defaultdict(list)
     for det in detections:
         if det["score"] >= min_score:
             by_image[int(det["image_id"])].append(det)
-    panels = []
-    for index in range(count):
+    names = category_names or {}
+    samples = []
+    for index in range(min(num_images, len(dataset))):
         image, target = dataset[index]
-        canvas = pil_to_tensor(image)
-        gt = target["boxes"]
-        if len(gt):
-            canvas = draw_bounding_boxes(canvas, gt, colors="lime", width=1)
         dets = by_image.get(int(target["image_id"]), [])
-        if dets:
-            boxes = torch.tensor([[x, y, x + w, y + h] for x, y, w, h in (d["bbox"] for d in dets)])
-            names = category_names or {}
-            labels = [f"{names.get(d['category_id'], d['category_id'])} {d['score']:.2f}" for d in dets]
-            canvas = draw_bounding_boxes(canvas, boxes, labels=labels, colors="red", width=1)
-        panels.append(canvas)
-    height = max(p.shape[1] for p in panels)
-    width = max(p.shape[2] for p in panels)
-    padded = [torch.nn.functional.pad(p, (0, width - p.shape[2], 0, height - p.shape[1])) for p in panels]
-    grid = make_grid(torch.stack(padded), nrow=min(4, count), padding=2)
-    from PIL import Image
-
-    path = Path(path)
-    with atomic_path(path, suffix=".png") as tmp:
-        Image.fromarray(grid.permute(1, 2, 0).numpy()).save(tmp, format="PNG")
-    return path
+        boxes = torch.tensor([[x, y, x + w, y + h] for x, y, w, h in (d["bbox"] for d in dets)]).reshape(-1, 4)
+        labels = [f"{names.get(d['category_id'], d['category_id'])} {d['score']:.2f}" for d in dets]
+        samples.append((image, target["boxes"], boxes, labels))
+    return save_box_grid(path, samples)

@@ -1,8 +1,10 @@
-"""Pieces shared by the training loops (classification, detection): stop signals, the agreed finite-loss check,
-resumable batch replay, optimiser construction, resume checks, OOM advice, parameter digests, progress bars."""
+"""Pieces shared by the training loops (classification, detection, faces): stop signals, the agreed finite-loss
+check, resumable batch replay, optimiser construction, resume checks, OOM advice, parameter digests, progress bars and
+the run-directory lock."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import signal
@@ -16,8 +18,9 @@ import torch
 from torch import nn
 
 from repro.engine.checkpoint import capture_rng_state, check_training_checkpoint, restore_rng_state
-from repro.engine.distributed import DistContext, all_reduce_sum
-from repro.engine.errors import TrainConfigError, TrainingOOMError
+from repro.engine.distributed import DistContext, all_reduce_sum, gather_objects
+from repro.engine.errors import RunDirectoryLockedError, TrainConfigError, TrainingOOMError
+from repro.utils.locks import DirectoryLockedError, directory_lock
 
 
 class StopSignal:
@@ -176,3 +179,20 @@ class BatchReplay:
             restore_rng_state(rng_resume)
         for step in range(start_step, steps_per_epoch):
             yield step, next(iterator)
+
+
+@contextlib.contextmanager
+def run_directory_lock(out_dir: str | Path, ctx: DistContext, what: str) -> Iterator[None]:
+    """The main process locks ``out_dir`` for the whole run (:func:`repro.utils.locks.directory_lock`); every process
+    fails together, with :class:`RunDirectoryLockedError`, when another ``what`` holds it."""
+    with contextlib.ExitStack() as stack:
+        refusal = None
+        if ctx.is_main:
+            try:
+                stack.enter_context(directory_lock(out_dir, what=what))
+            except DirectoryLockedError as exc:
+                refusal = str(exc)
+        refusal = next((r for r in gather_objects(refusal, ctx) if r), None)
+        if refusal:
+            raise RunDirectoryLockedError(f"{refusal}; nothing was changed")
+        yield

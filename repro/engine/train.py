@@ -25,7 +25,6 @@ recipe's batch size is the global batch, split evenly over the processes; only r
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
@@ -62,7 +61,6 @@ from repro.engine.distributed import (
 )
 from repro.engine.errors import (
     NonFiniteLossError,
-    RunDirectoryLockedError,
     TrainConfigError,
     TrainingError,
     TrainingInterruptedError,
@@ -81,6 +79,7 @@ from repro.engine.loop import (
     oom_error,
     param_digest,
     per_process,
+    run_directory_lock,
     show_progress,
     stop_agreed,
 )
@@ -91,7 +90,6 @@ from repro.engine.seed import seed_everything, set_deterministic
 from repro.records.runs import RunRecord
 from repro.utils.amp import autocast
 from repro.utils.atomic import AtomicWriteError, remove_stale_temporaries, write_json_atomic
-from repro.utils.locks import DirectoryLockedError, directory_lock
 from repro.utils.provenance import provenance
 
 log = logging.getLogger(__name__)
@@ -687,7 +685,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     """
     ctx = setup_distributed(config.device)
     try:
-        with _run_directory_lock(config.out_dir, ctx):
+        with run_directory_lock(config.out_dir, ctx, "`repro train`"):
             run = _Run(config, ctx)
             try:
                 run.setup()
@@ -696,22 +694,6 @@ def train(config: TrainConfig) -> dict[str, Any]:
                 run.close()
     finally:
         cleanup_distributed(ctx)
-
-
-@contextlib.contextmanager
-def _run_directory_lock(out_dir: str, ctx: DistContext) -> Iterator[None]:
-    """The main process locks ``out_dir`` for the whole run; every process fails together when it is taken."""
-    with contextlib.ExitStack() as stack:
-        refusal = None
-        if ctx.is_main:
-            try:
-                stack.enter_context(directory_lock(out_dir, what="`repro train`"))
-            except DirectoryLockedError as exc:
-                refusal = str(exc)
-        refusal = next((r for r in gather_objects(refusal, ctx) if r), None)
-        if refusal:
-            raise RunDirectoryLockedError(f"{refusal}; nothing was changed")
-        yield
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -59,6 +59,7 @@ __all__ = [
     "normalise_scores",
     "read_predictions",
     "scut_head_ground_truth",
+    "subset_ground_truth",
     "voc_ap",
 ]
 
@@ -269,6 +270,19 @@ def load_widerface_ground_truth(gt_dir: str | Path, settings: Sequence[str] = SE
                 k += 1
         counted[setting] = tuple(per_image)
     return FaceGroundTruth(tuple(keys), tuple(boxes), counted, source=str(gt_dir))
+
+
+def subset_ground_truth(ground_truth: FaceGroundTruth, keys: Sequence[str]) -> FaceGroundTruth:
+    """The images of ``keys`` only, in the ground truth's order (an evaluation on part of a split); a key that the
+    ground truth lacks raises :class:`GroundTruthError`."""
+    wanted = set(keys)
+    missing = sorted(wanted - set(ground_truth.keys))
+    if missing:
+        raise GroundTruthError(f"{ground_truth.source}: no ground truth for {missing[0]} ({len(missing)} images)")
+    index = [i for i, key in enumerate(ground_truth.keys) if key in wanted]
+    counted = {name: tuple(per_image[i] for i in index) for name, per_image in ground_truth.counted.items()}
+    boxes = tuple(ground_truth.boxes[i] for i in index)
+    return FaceGroundTruth(tuple(ground_truth.keys[i] for i in index), boxes, counted, ground_truth.source)
 
 
 # ------------------------------------------------------------------------------------------------ predictions
