@@ -229,3 +229,43 @@ def test_a_detection_entry_trains_in_the_smoke_profile_and_reports_coco_ap(tmp_p
     record = MetricsRecord.read(root / "results" / "metrics" / "g" / "det.json")
     assert record.task == "detection" and record.trained_on["dataset"] == "shapes_det"
     assert 0.0 <= record.value("map", "AP50") <= 1.0 and not (root / "runs" / "g" / "det" / "checkpoint.pt").exists()
+
+
+def test_a_face_detection_entry_trains_in_the_smoke_profile_and_reports_wider_ap(tmp_path, monkeypatch):
+    """The train stage runs a face entry with its family's smoke recipe on synth_faces, whatever its paper dataset;
+    its record holds the WIDER settings, the <=3-faces settings and the TPR at 0.1 false positives per image."""
+    from repro.data import prepare
+    from repro.pipeline.params import load_params
+    from repro.pipeline.stages import train
+    from repro.records.entries import load_entries
+    from repro.records.runs import MetricsRecord
+
+    monkeypatch.setenv("REPRO_NO_PROGRESS", "1")
+    root = _tree(tmp_path)
+    entries = {
+        "face": {
+            "task": "face_detection",
+            "dataset": "widerface",
+            "model": "rnnpool_face_a",
+            "image_size": [480, 640],
+            "num_classes": 2,
+        }
+    }
+    (root / "pipelines" / "p.yaml").write_text(yaml.safe_dump({"group": "g", "entries": entries}))
+    prepare("synth_faces", root / "data" / "smoke", n_train=8, n_val=6)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["smoke"]["data_root"] = str(root / "data" / "smoke")
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    records = train.run(
+        "g",
+        load_entries(root / "pipelines"),
+        load_params(root / "params.yaml"),
+        runs=root / "runs",
+        results=root / "results" / "metrics",
+    )
+    assert records["face"].status == "ok", records["face"].reason
+    record = MetricsRecord.read(root / "results" / "metrics" / "g" / "face.json")
+    assert record.task == "face_detection" and record.trained_on["dataset"] == "synth_faces"
+    assert {"easy", "medium", "hard", "tpr_at_fpr"} <= set(record.values["map"])
+    assert all(0.0 <= v <= 1.0 for v in record.values["map"].values())
+    assert not (root / "runs" / "g" / "face" / "checkpoint.pt").exists()

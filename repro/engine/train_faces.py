@@ -11,7 +11,7 @@ One run writes into ``out_dir``:
   ``test_time.json`` naming the test-time protocol), which ``repro eval-widerface`` and the MATLAB tool read;
 * ``predictions.png`` — predicted (red) and ground-truth (green) faces on the first evaluated images;
 * ``metrics.json`` — a :class:`~repro.records.RunRecord`: ``detection`` holds WIDER ``easy``/``medium``/``hard`` AP
-  (fractions; ``AP50`` for SCUT-HEAD, every head counted) and ``tpr_at_fpr`` (Condensation-Net's TPR at 0.1 false
+  (fractions; ``all`` for SCUT-HEAD, every head counted) and ``tpr_at_fpr`` (Condensation-Net's TPR at 0.1 false
   positives per image, every face counted, :mod:`repro.metrics.face_roc`), plus the detector, the test-time
   protocol, the quantisation, whether BN statistics were re-estimated, the configuration, recipe and provenance.
 
@@ -49,8 +49,10 @@ from repro.utils.atomic import write_json_atomic
 
 PREDICTIONS_DIR = "wider_predictions"
 PREDICTIONS_PNG = "predictions.png"
-SETTING_KEYS = ("easy", "medium", "hard", "AP50")
-EVAL_KEYS = (*SETTING_KEYS, "tpr_at_fpr")
+#: WIDER FACE settings, and SCUT-HEAD's one setting ("all": AP at IoU 0.5 over every head), as the records name them
+SETTING_KEYS = ("easy", "medium", "hard", "all")
+FEW_FACES_KEYS = ("easy_le3", "medium_le3", "hard_le3")  # the same settings over the images with <= 3 faces
+EVAL_KEYS = (*SETTING_KEYS, *FEW_FACES_KEYS, "tpr_at_fpr")
 FPPI = 0.1
 #: Face-detection pipeline datasets -> the generated set that stands in for them in the smoke profile.
 SMOKE_DATASET = "synth_faces"
@@ -316,7 +318,9 @@ class _FaceRun(DetectionRun):
         wider = self.eval_set.protocol == "wider"
         settings = evaluate_faces(predictions, self.ground_truth, normalise=wider)
         roc = face_roc_from_wider(predictions, self.ground_truth)
-        row = {("AP50" if name == "all" else name): result.ap for name, result in settings.items()}
+        row = {name: result.ap for name, result in settings.items()}
+        if wider:
+            row.update(self._few_faces_aps(predictions))
         row["tpr_at_fpr"] = roc.tpr_at(FPPI)
         shown = {key: predictions[i] for i, key in enumerate(self.ground_truth.keys)}
         return {
@@ -328,6 +332,33 @@ class _FaceRun(DetectionRun):
             "protocol": protocol.to_dict(),
             "shown": [shown[k] for k in self.eval_set.keys[: self.config.visualize_images]],
         }
+
+    def _few_faces_aps(self, predictions: list[np.ndarray]) -> dict[str, float]:
+        """``<setting>_le3``: the AP of each setting over the images with at most 3 faces, their scores normalised
+        with the whole set's (one scale for both); a setting that counts no face there is left out."""
+        from repro.metrics.widerface_eval import (
+            FaceGroundTruth,
+            GroundTruthError,
+            evaluate_faces,
+            few_faces_keys,
+            normalise_scores,
+            subset_ground_truth,
+        )
+
+        keys = set(few_faces_keys(self.ground_truth))
+        if not keys:
+            return {}
+        subset = subset_ground_truth(self.ground_truth, sorted(keys))
+        normalised = dict(zip(self.ground_truth.keys, normalise_scores(predictions)))
+        aps = {}
+        for setting in subset.counted:
+            one = FaceGroundTruth(subset.keys, subset.boxes, {setting: subset.counted[setting]}, subset.source)
+            try:
+                result = evaluate_faces([normalised[k] for k in subset.keys], one, normalise=False)
+            except GroundTruthError:  # no face of this setting among these images
+                continue
+            aps[f"{setting}_le3"] = result[setting].ap
+        return aps
 
     def _eval_text(self, row: dict[str, Any]) -> str:
         aps = "  ".join(f"{k} {row[k]:.4f}" for k in SETTING_KEYS if k in row)

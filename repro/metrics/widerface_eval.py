@@ -55,6 +55,7 @@ __all__ = [
     "evaluate_faces",
     "evaluate_scut_head",
     "evaluate_widerface",
+    "few_faces_keys",
     "load_widerface_ground_truth",
     "normalise_scores",
     "read_predictions",
@@ -283,6 +284,11 @@ def subset_ground_truth(ground_truth: FaceGroundTruth, keys: Sequence[str]) -> F
     counted = {name: tuple(per_image[i] for i in index) for name, per_image in ground_truth.counted.items()}
     boxes = tuple(ground_truth.boxes[i] for i in index)
     return FaceGroundTruth(tuple(ground_truth.keys[i] for i in index), boxes, counted, ground_truth.source)
+
+
+def few_faces_keys(ground_truth: FaceGroundTruth, max_faces: int = 3) -> list[str]:
+    """The images with at most ``max_faces`` annotated faces (RNNPool Table 4's "<=3 faces" columns)."""
+    return [key for key, boxes in zip(ground_truth.keys, ground_truth.boxes) if len(boxes) <= max_faces]
 
 
 # ------------------------------------------------------------------------------------------------ predictions

@@ -136,7 +136,30 @@ def _train_detector(entry: Entry, params: PipelineParams, out: Path) -> RunRecor
     return RunRecord.from_dict(train_detection(detection_config(entry, params, out)), str(out))
 
 
-TRAINERS = {"classification": _train_classifier, "detection": _train_detector}
+def _train_face_detector(entry: Entry, params: PipelineParams, out: Path) -> RunRecord:
+    """A face detector: its family's smoke recipe on ``synth_faces``, or its paper recipe on the entry's dataset."""
+    from repro.engine.train_faces import face_config_for, train_faces
+
+    config = face_config_for(
+        entry.arch,
+        entry.dataset,
+        entry.image_size,
+        entry.num_classes,
+        params.profile,
+        out_dir=str(out),
+        seed=params.seed,
+        device=params.device,
+        data_root=params.data_root,
+        smoke_data_root=params.smoke.data_root,
+        epochs=entry.epochs,
+        recipe=entry.recipe,
+        model_opts=dict(entry.model_opts),
+        num_workers=params.full.num_workers,
+    )
+    return RunRecord.from_dict(train_faces(config), str(out))
+
+
+TRAINERS = {"classification": _train_classifier, "detection": _train_detector, "face_detection": _train_face_detector}
 
 
 def _metrics_record(entry: Entry, params: PipelineParams, run: RunRecord | None, **fields: Any) -> MetricsRecord:
