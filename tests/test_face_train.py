@@ -338,7 +338,7 @@ def test_cli_train_faces_and_its_errors(face_root, tmp_path):
 def test_rnnpool_face_a_learns_the_synthetic_faces(tmp_path):
     """RNNPool-Face-A, ``rnnpool_face-learn`` (300 Adam steps of 8 images at 160x120, BN re-estimated): WIDER AP
     "hard" (every face counts) >= 0.2 and >= 10x the untrained model's, on the 50 val images of synth_faces.
-    Measured (docs/face_detection.md, Training): hard 0.0026 untrained -> 0.48 in about 2.5 min on one thread."""
+    Measured (docs/face_detection.md, section 0): hard 0.0026 untrained -> 0.48 in about 2 min on one thread."""
     torch.set_num_threads(1)
     root = tmp_path / "data"
     prepare("synth_faces", root)
