@@ -170,3 +170,35 @@ def test_join_claim_verdicts():
     assert full[1].verdict is Verdict.NOT_RUN and "not modelled" in full[1].reason
     assert full[2].verdict is Verdict.NOT_RUN and "unknown claim" in full[2].reason
     assert join_claim(table, table.cells[0], _results("smoke")).verdict is Verdict.SMOKE
+
+
+def test_condensation_gain_is_the_tpr_difference_of_the_pair():
+    from repro.tables.claims import condensation_face_detection_gain
+
+    def face_record(eid: str, profile: str, tpr: float | None) -> MetricsRecord:
+        values = {"map": {"easy": 0.5, "tpr_at_fpr": tpr}} if tpr is not None else {}
+        return MetricsRecord(
+            entry=eid,
+            group="condensation",
+            task="face_detection",
+            arch=eid,
+            pipeline_file="p.yaml",
+            profile=profile,
+            status="ok" if tpr is not None else "failed",
+            values=values,
+        )
+
+    entries = {m: _entry(m, [{"claim": "condensation", "method": m}]) for m in ("plain", "ccp")}
+    results = Results(
+        entries=entries,
+        metrics={"plain": face_record("plain", "full", 0.60), "ccp": face_record("ccp", "full", 0.615)},
+        profile={},
+        profile_file="profile.csv",
+    )
+    res = condensation_face_detection_gain(results, None)
+    assert res.value == pytest.approx(1.5) and res.comparable and "ccp 61.50 % - plain 60.00 %" in res.computation
+    results.metrics["ccp"] = face_record("ccp", "smoke", 0.0)
+    assert not condensation_face_detection_gain(results, None).comparable
+    results.metrics["ccp"] = face_record("ccp", "full", None)
+    res = condensation_face_detection_gain(results, None)
+    assert res.value is None and "ccp" in res.reason

@@ -14,6 +14,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from repro.records.reported import PaperTable
+from repro.records.runs import SELECTIONS
 from repro.records.verdict import CellVerdict, Verdict
 from repro.utils.atomic import write_text_atomic
 
@@ -171,7 +172,7 @@ def to_csv(table: PaperTable, joined: list[CellVerdict]) -> str:
                 "row": c.row,
                 "column": c.column,
                 "metric": c.metric,
-                "selection": c.selection if c.metric == "accuracy" else "",
+                "selection": c.selection if c.metric in SELECTIONS else "",
                 "convention": c.convention or "",
                 "unit": c.unit,
                 "reproduced": "" if j.reproduced is None else repr(round(j.reproduced, 6)),
