@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 from repro.faults.registry import FaultContext, TrialRecord, register_family
 
 STAGE = "prepare"
@@ -92,10 +94,13 @@ def concurrent_dvc(ctx: FaultContext, count: int) -> list[TrialRecord]:
 
 KILL_PIPELINE = "sap_readme.yaml"  # a reduced pipeline: the SAP README entries (6 trained), their table
 KILL_TABLES = ("sap/readme_examples.yaml", "rnnpool/table18.yaml")
+KILL_SKIPPED_STAGES = ("rnnpool_probes", "shootout")
+KILL_SKIPPED_OUTPUTS = ("results/probes/", "results/shootout/")
 
 
 def _reduced_clone(ctx: FaultContext, root: Path, name: str) -> Path:
-    """A clone of the committed checkout whose pipeline holds one entries file and two tables (so that a whole
+    """A clone of the committed checkout whose pipeline holds one entries file and two tables, without the CPU
+    experiments' stages (so that a whole
     `dvc repro` takes seconds), with its dvc.yaml regenerated."""
     clone = ctx.work_dir / name
     shutil.rmtree(clone, ignore_errors=True)
@@ -114,6 +119,12 @@ def _reduced_clone(ctx: FaultContext, root: Path, name: str) -> Path:
         check=True,
         capture_output=True,
     )
+    dvc_file = clone / "dvc.yaml"  # without the CPU experiments, which take minutes and read no entries file kept
+    pipeline = yaml.safe_load(dvc_file.read_text())
+    for stage in KILL_SKIPPED_STAGES:
+        pipeline["stages"].pop(stage, None)
+    pipeline["plots"] = [p for p in pipeline.get("plots", []) if not p.startswith(KILL_SKIPPED_OUTPUTS)]
+    dvc_file.write_text(yaml.safe_dump(pipeline, sort_keys=False))
     return clone
 
 
