@@ -100,8 +100,7 @@ KILL_SKIPPED_OUTPUTS = ("results/probes/", "results/shootout/")
 
 def _reduced_clone(ctx: FaultContext, root: Path, name: str) -> Path:
     """A clone of the committed checkout whose pipeline holds one entries file and two tables, without the CPU
-    experiments' stages (so that a whole
-    `dvc repro` takes seconds), with its dvc.yaml regenerated."""
+    experiments' stages (so that a whole `dvc repro` takes a minute or two), with its dvc.yaml regenerated."""
     clone = ctx.work_dir / name
     shutil.rmtree(clone, ignore_errors=True)
     subprocess.run(["git", "clone", "--quiet", str(root), str(clone)], check=True, capture_output=True)
