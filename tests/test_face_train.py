@@ -284,6 +284,12 @@ def test_face_config_for_maps_pipeline_entries(tmp_path):
     m4 = face_config_for("rnnpool_face_m4", "scut_head", [240, 320], 2, "full", out_dir=str(tmp_path),
                          recipe="rnnpool_face_m4-scut")  # fmt: skip
     assert (m4.recipe, m4.dataset) == ("rnnpool_face_m4-scut", "scut_head")
+    # an int8 entry: its recipe's quantisation is kept in the smoke profile
+    for profile in ("smoke", "full"):
+        int8 = face_config_for("tiny_yolov2_face", "widerface", 416, 1, profile, out_dir=str(tmp_path),
+                               recipe="tiny_yolov2_face-darknet-int8")  # fmt: skip
+        assert int8.resolved_recipe("yolov2").quantization == "int8"
+    assert smoke.resolved_recipe("s3fd").quantization == "none"
 
 
 def test_s3fd_augmentation_keeps_faces_on_the_image(face_root):

@@ -202,3 +202,8 @@ def test_condensation_gain_is_the_tpr_difference_of_the_pair():
     results.metrics["ccp"] = face_record("ccp", "full", None)
     res = condensation_face_detection_gain(results, None)
     assert res.value is None and "ccp" in res.reason
+    # the int8 claim reads its own pair only
+    from repro.tables.claims import condensation_face_detection_gain_int8
+
+    res = condensation_face_detection_gain_int8(results, None)
+    assert res.value is None and "condensation_int8" in res.reason

@@ -174,6 +174,14 @@ TINY_YOLOV2_DARKNET = register_face_recipe(
         test_time="vga",
     )
 )
+TINY_YOLOV2_DARKNET_INT8 = register_face_recipe(
+    TINY_YOLOV2_DARKNET.replace(
+        name="tiny_yolov2_face-darknet-int8",
+        description="tiny_yolov2_face-darknet with int8 fake quantisation from the first step (Condensation-Net's"
+        " quantised comparison; how the paper quantised is not known).",
+        quantization="int8",
+    )
+)
 
 # -- smoke: the default pipeline profile (one or two steps, a few val images; not comparable with any number) --
 

@@ -474,10 +474,11 @@ def face_config_for(
 
     ``smoke``: the family's smoke recipe on ``synth_faces`` at its own size (160x120; 160x128 for Tiny-YOLOv2), two
     steps, four val images, BN re-estimated, no checkpoints, no PNG — whatever the entry's dataset and size (they
-    are profiled at the paper size by the profile stage). ``full``: the entry's recipe (default: the paper recipe of
-    the model, :func:`~repro.engine.face_recipes.face_recipe_name`) on the entry's dataset under ``data_root``,
-    resumable; the entry's ``image_size`` is its *test* size (VGA 480x640, QVGA 240x320, 416) and is not the
-    training crop, which the recipe fixes (640x640, M4 320x320, 416x416).
+    are profiled at the paper size by the profile stage); only the quantisation of the entry's recipe is kept.
+    ``full``: the entry's recipe (default: the paper recipe of the model,
+    :func:`~repro.engine.face_recipes.face_recipe_name`) on the entry's dataset under ``data_root``, resumable; the
+    entry's ``image_size`` is its *test* size (VGA 480x640, QVGA 240x320, 416) and is not the training crop, which
+    the recipe fixes (640x640, M4 320x320, 416x416).
     """
     from repro.detection.face_detectors import face_detector_kind
 
@@ -487,6 +488,7 @@ def face_config_for(
     if profile == "smoke":
         return FaceTrainConfig(
             recipe=face_recipe_name(arch, kind, "smoke"),
+            quantization=get_face_recipe(recipe).quantization if recipe else None,  # the entry's, in a smoke run too
             data_root=smoke_data_root,
             visualize_images=0,
             checkpoints=False,
