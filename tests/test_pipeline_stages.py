@@ -98,6 +98,54 @@ def test_group_trains_and_writes_one_metrics_record_per_entry(tmp_path, monkeypa
     assert det.status == "not_run" and det.reason == "detection training comes later" and det.value("accuracy") is None
 
 
+def _two_entry_tree(tmp_path: Path, workers: int) -> Path:
+    tmp_path.mkdir(exist_ok=True)
+    root = _tree(tmp_path)
+    data = yaml.safe_load((root / "pipelines" / "p.yaml").read_text())
+    data["entries"]["tiny2"] = {**data["entries"]["tiny"], "arch": "resnet18-maxp-1222"}
+    (root / "pipelines" / "p.yaml").write_text(yaml.safe_dump(data))
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["smoke"]["workers"] = workers
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    from repro.data import prepare
+
+    prepare("shapes", root / "data", n_train=16, n_test=8, image_size=32)
+    return root
+
+
+def test_entries_trained_in_parallel_processes_give_the_serial_records(tmp_path, monkeypatch):
+    monkeypatch.setenv("REPRO_NO_PROGRESS", "1")
+    serial = _run_group(_two_entry_tree(tmp_path / "serial", workers=1))
+    parallel = _run_group(_two_entry_tree(tmp_path / "parallel", workers=2))
+    assert list(parallel) == list(serial) == ["bad", "det", "tiny", "tiny2"]  # the group's order
+    for key in serial:
+        assert (parallel[key].status, parallel[key].reason, parallel[key].values) == (
+            serial[key].status,
+            serial[key].reason,
+            serial[key].values,
+        )
+    assert serial["tiny2"].status == "ok" and serial["tiny2"].values["accuracy"]
+
+
+def test_a_training_process_that_dies_is_recorded_as_failed(tmp_path, monkeypatch):
+    import os
+
+    from repro.pipeline.stages import train
+
+    monkeypatch.setenv("REPRO_NO_PROGRESS", "1")
+    real = train.TRAINERS["classification"]
+
+    def dies_on_tiny(entry, params, out):
+        if entry.id == "tiny":
+            os._exit(3)  # as a process killed by the kernel: no exception, no record
+        return real(entry, params, out)
+
+    monkeypatch.setitem(train.TRAINERS, "classification", dies_on_tiny)
+    records = _run_group(_two_entry_tree(tmp_path, workers=2))
+    assert records["tiny"].status == "failed" and "died" in records["tiny"].reason
+    assert set(records) == {"tiny", "bad", "det", "tiny2"}  # the stage itself ends and writes every record
+
+
 def test_a_record_of_another_schema_is_refused_with_the_stage_to_rerun(tmp_path):
     from repro.records.runs import MetricsRecord
     from repro.records.schema import RecordError
@@ -192,32 +240,22 @@ def test_dvc_repro_reduced_smoke_pipeline(tmp_path):
     assert (dst / "results" / "tables" / "rnnpool" / "table1.md").is_file()
 
 
-def test_a_detection_entry_trains_in_the_smoke_profile_and_reports_coco_ap(tmp_path, monkeypatch):
-    """The train stage runs a detection entry with its detector's smoke recipe; its record holds the COCO metrics
-    (an AP of 0.0 is a value, COCO's -1 for an empty size range is left out)."""
+def _train_one_entry(tmp_path: Path, entry_id: str, entry: dict, dataset: str, **prepare_opts):
+    """Train the one-entry group ``g`` of a fresh tree in the smoke profile, its ``dataset`` generated; returns
+    (tree root, the entry's MetricsRecord as the stage wrote it)."""
     from repro.data import prepare
     from repro.pipeline.params import load_params
     from repro.pipeline.stages import train
     from repro.records.entries import load_entries
     from repro.records.runs import MetricsRecord
 
-    monkeypatch.setenv("REPRO_NO_PROGRESS", "1")
     root = _tree(tmp_path)
-    entries = {
-        "det": {
-            "task": "detection",
-            "dataset": "coco8",
-            "arch": "mobilenet-skip-1222121",
-            "detector": "ssd",
-            "image_size": 320,
-            "num_classes": 8,
-        }
-    }
-    (root / "pipelines" / "p.yaml").write_text(yaml.safe_dump({"group": "g", "entries": entries}))
+    (root / "pipelines" / "p.yaml").write_text(yaml.safe_dump({"group": "g", "entries": {entry_id: entry}}))
     params = yaml.safe_load((root / "params.yaml").read_text())
-    params["smoke"]["datasets"] = ["shapes_det"]
+    params["smoke"]["datasets"] = [dataset]
+    params["smoke"]["data_root"] = str(root / "data" / "smoke")
     (root / "params.yaml").write_text(yaml.safe_dump(params))
-    prepare("shapes_det", root / "data", n_train=8, n_val=4, image_size=128)
+    prepare(dataset, root / "data" / "smoke", **prepare_opts)
     records = train.run(
         "g",
         load_entries(root / "pipelines"),
@@ -225,8 +263,23 @@ def test_a_detection_entry_trains_in_the_smoke_profile_and_reports_coco_ap(tmp_p
         runs=root / "runs",
         results=root / "results" / "metrics",
     )
-    assert records["det"].status == "ok", records["det"].reason
-    record = MetricsRecord.read(root / "results" / "metrics" / "g" / "det.json")
+    assert records[entry_id].status == "ok", records[entry_id].reason
+    return root, MetricsRecord.read(root / "results" / "metrics" / "g" / f"{entry_id}.json")
+
+
+def test_a_detection_entry_trains_in_the_smoke_profile_and_reports_coco_ap(tmp_path, monkeypatch):
+    """The train stage runs a detection entry with its detector's smoke recipe; its record holds the COCO metrics
+    (an AP of 0.0 is a value, COCO's -1 for an empty size range is left out)."""
+    monkeypatch.setenv("REPRO_NO_PROGRESS", "1")
+    entry = {
+        "task": "detection",
+        "dataset": "coco8",
+        "arch": "mobilenet-skip-1222121",
+        "detector": "ssd",
+        "image_size": 320,
+        "num_classes": 8,
+    }
+    root, record = _train_one_entry(tmp_path, "det", entry, "shapes_det", n_train=8, n_val=4, image_size=128)
     assert record.task == "detection" and record.trained_on["dataset"] == "shapes_det"
     assert 0.0 <= record.value("map", "AP50") <= 1.0 and not (root / "runs" / "g" / "det" / "checkpoint.pt").exists()
 
@@ -234,37 +287,15 @@ def test_a_detection_entry_trains_in_the_smoke_profile_and_reports_coco_ap(tmp_p
 def test_a_face_detection_entry_trains_in_the_smoke_profile_and_reports_wider_ap(tmp_path, monkeypatch):
     """The train stage runs a face entry with its family's smoke recipe on synth_faces, whatever its paper dataset;
     its record holds the WIDER settings, the <=3-faces settings and the TPR at 0.1 false positives per image."""
-    from repro.data import prepare
-    from repro.pipeline.params import load_params
-    from repro.pipeline.stages import train
-    from repro.records.entries import load_entries
-    from repro.records.runs import MetricsRecord
-
     monkeypatch.setenv("REPRO_NO_PROGRESS", "1")
-    root = _tree(tmp_path)
-    entries = {
-        "face": {
-            "task": "face_detection",
-            "dataset": "widerface",
-            "model": "rnnpool_face_a",
-            "image_size": [480, 640],
-            "num_classes": 2,
-        }
+    entry = {
+        "task": "face_detection",
+        "dataset": "widerface",
+        "model": "rnnpool_face_a",
+        "image_size": [480, 640],
+        "num_classes": 2,
     }
-    (root / "pipelines" / "p.yaml").write_text(yaml.safe_dump({"group": "g", "entries": entries}))
-    prepare("synth_faces", root / "data" / "smoke", n_train=8, n_val=6)
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["smoke"]["data_root"] = str(root / "data" / "smoke")
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
-    records = train.run(
-        "g",
-        load_entries(root / "pipelines"),
-        load_params(root / "params.yaml"),
-        runs=root / "runs",
-        results=root / "results" / "metrics",
-    )
-    assert records["face"].status == "ok", records["face"].reason
-    record = MetricsRecord.read(root / "results" / "metrics" / "g" / "face.json")
+    root, record = _train_one_entry(tmp_path, "face", entry, "synth_faces", n_train=8, n_val=6)
     assert record.task == "face_detection" and record.trained_on["dataset"] == "synth_faces"
     assert {"easy", "medium", "hard", "tpr_at_fpr"} <= set(record.values["map"])
     assert all(0.0 <= v <= 1.0 for v in record.values["map"].values())

@@ -132,20 +132,14 @@ RNNPOOL_FACE_M4_PAPER = register_face_recipe(
     )
 )
 RNNPOOL_FACE_M4_SCUT = register_face_recipe(
-    FaceRecipe(
+    RNNPOOL_FACE_M4_PAPER.replace(
         name="rnnpool_face_m4-scut",
         description="The Table 5 fine-tuning of M4 on SCUT-HEAD Part B (EdgeML README_M4 --finetune): batch 64,"
         " otherwise as rnnpool_face_m4-paper; start from the WIDER run's weights (init_checkpoint); evaluated with"
         " the WIDER protocol with every head counted (EdgeML scut_evaluation.py).",
         source="EdgeML README_M4.md (Finetuning)",
-        detector="s3fd",
         dataset="scut_head",
         batch_size=64,
-        image_size=(320, 320),
-        test_time="qvga",
-        min_face=1.0,
-        decode_options={"conf_thresh": 0.05},
-        **_APP_G,
     )
 )
 TINY_YOLOV2_DARKNET = register_face_recipe(

@@ -327,11 +327,14 @@ def _profile_parallel(groups: list[list[Job]], conventions, workers: int, progre
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
+    from repro.utils.processes import die_with_parent
+
     size = max(1, len(groups) // (8 * workers))
     batches = [list(range(i, min(i + size, len(groups)))) for i in range(0, len(groups), size)]
     context = multiprocessing.get_context("fork")
     results: list[list[ProfileRow]] = [[] for _ in groups]
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool, _bar(len(groups), progress) as bar:
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=die_with_parent)
+    with pool, _bar(len(groups), progress) as bar:
         futures = {
             pool.submit(_profile_groups, [groups[i] for i in batch], tuple(conventions)): batch for batch in batches
         }

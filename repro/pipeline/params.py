@@ -36,6 +36,7 @@ class SmokeSettings:
     detection_image_size: int = 96
     detection_eval_images: int = 2
     threads: int = 1
+    workers: int = 2  # entries of a group trained at once, each in a forked process of `threads` threads
 
 
 @dataclass(frozen=True)

@@ -239,9 +239,36 @@ def run(
     if not only and out_dir.exists():
         shutil.rmtree(out_dir)  # entries removed from the group must not leave their old records behind
     records = {}
-    for entry in members:
-        record = train_entry(entry, params, Path(runs))
+    for entry, record in _train_entries(members, params, Path(runs)):
         write_json_atomic(out_dir / f"{entry.id}.json", record.to_dict())
         records[entry.id] = record
         print(f"[{group}] {entry.id}: {record.status}" + (f" ({record.reason})" if record.reason else ""), flush=True)
     return records
+
+
+def _train_entries(members: Sequence[Entry], params: PipelineParams, runs: Path):
+    """(entry, record) in the group's order. The smoke profile trains ``smoke.workers`` entries at once in forked
+    processes (its steps are single-threaded, so one process leaves a core idle); the full profile, one at a time."""
+    import multiprocessing
+
+    workers = params.smoke.workers if params.is_smoke else 1
+    trainable = [e for e in members if e.trainable and e.task in TRAINERS]
+    if workers <= 1 or len(trainable) <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+        for entry in members:
+            yield entry, train_entry(entry, params, runs)
+        return
+    from concurrent.futures import ProcessPoolExecutor
+
+    from repro.utils.processes import die_with_parent
+
+    context = multiprocessing.get_context("fork")
+    size = min(workers, len(trainable))
+    with ProcessPoolExecutor(max_workers=size, mp_context=context, initializer=die_with_parent) as pool:
+        futures = [pool.submit(train_entry, entry, params, runs) for entry in members]
+        for entry, future in zip(members, futures):
+            try:
+                record = future.result()
+            except Exception as exc:  # the worker process itself died (killed, out of memory)
+                reason = f"the training process of this entry died: {type(exc).__name__}: {exc}"
+                record = _metrics_record(entry, params, None, status="failed", reason=reason, wall_time_s=0.0)
+            yield entry, record
