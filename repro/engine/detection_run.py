@@ -30,7 +30,7 @@ from repro.engine.checkpoint import (
     save_checkpoint,
 )
 from repro.engine.distributed import DistContext, all_reduce_sum, barrier, gather_objects
-from repro.engine.errors import NonFiniteLossError, TrainConfigError, TrainingInterruptedError
+from repro.engine.errors import NonFiniteLossError, TrainConfigError
 from repro.engine.loop import (
     BatchReplay,
     NonFiniteStepError,
@@ -43,6 +43,8 @@ from repro.engine.loop import (
     per_process,
     show_progress,
     stop_agreed,
+    stop_mid_epoch,
+    stopped_after_epoch,
 )
 from repro.engine.metrics_io import EpochLogger
 from repro.engine.precise_bn import recompute_bn_stats
@@ -252,15 +254,7 @@ class DetectionRun(ABC):
                     bar.update(1)
                     bar.set_postfix(loss=f"{terms['train_loss']:.4f}", lr=f"{lr:.3g}")
                 if stop_requested and self.step < self.steps_per_epoch:
-                    if ctx.is_main:
-                        log.warning("stop requested: saving a checkpoint at epoch %d, step %d", epoch, self.step)
-                    self.train_time += time.perf_counter() - started
-                    self._save(epoch_start_rng=self.replay.epoch_start_rng)
-                    raise TrainingInterruptedError(
-                        f"interrupted at epoch {epoch}, step {self.step}/{self.steps_per_epoch}; checkpoint saved to "
-                        f"{self.ckpt_path}. Run again with --resume to continue.",
-                        signum=stop.signum,
-                    )
+                    raise stop_mid_epoch(self, epoch, started, stop.signum)
         finally:
             if bar is not None:
                 bar.close()
@@ -317,11 +311,7 @@ class DetectionRun(ABC):
                         row["epoch_time_s"],
                     )
                 if stop_agreed(stop, self.ctx):
-                    raise TrainingInterruptedError(
-                        f"interrupted after epoch {epoch}; checkpoint saved to {self.ckpt_path}. "
-                        "Run again with --resume to continue.",
-                        signum=stop.signum,
-                    )
+                    raise stopped_after_epoch(epoch, self.ckpt_path, stop.signum)
                 if config.stop_after_epochs is not None and config.stop_after_epochs <= epoch < last:
                     return self._summary(complete=False)
         if self.last_eval is None:  # resumed after the last epoch's checkpoint: evaluate the final weights again

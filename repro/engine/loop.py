@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,8 +21,15 @@ from torch import nn
 
 from repro.engine.checkpoint import capture_rng_state, check_training_checkpoint, restore_rng_state
 from repro.engine.distributed import DistContext, all_reduce_sum, gather_objects
-from repro.engine.errors import RunDirectoryLockedError, TrainConfigError, TrainingOOMError
+from repro.engine.errors import (
+    RunDirectoryLockedError,
+    TrainConfigError,
+    TrainingInterruptedError,
+    TrainingOOMError,
+)
 from repro.utils.locks import DirectoryLockedError, directory_lock
+
+log = logging.getLogger(__name__)
 
 
 class StopSignal:
@@ -196,3 +205,26 @@ def run_directory_lock(out_dir: str | Path, ctx: DistContext, what: str) -> Iter
         if refusal:
             raise RunDirectoryLockedError(f"{refusal}; nothing was changed")
         yield
+
+
+def stop_mid_epoch(run: Any, epoch: int, started: float, signum: int | None) -> TrainingInterruptedError:
+    """A stop was requested inside an epoch: account the epoch's time so far, checkpoint ``run`` where it stands
+    (with the epoch's starting RNG state, for an exact replay) and return the error to raise. ``run`` is a training
+    loop with ``ctx``, ``step``, ``steps_per_epoch``, ``train_time``, ``replay``, ``ckpt_path`` and ``_save``."""
+    if run.ctx.is_main:
+        log.warning("stop requested: saving a checkpoint at epoch %d, step %d", epoch, run.step)
+    run.train_time += time.perf_counter() - started
+    run._save(epoch_start_rng=run.replay.epoch_start_rng)
+    return TrainingInterruptedError(
+        f"interrupted at epoch {epoch}, step {run.step}/{run.steps_per_epoch}; checkpoint saved to "
+        f"{run.ckpt_path}. Run again with --resume to continue.",
+        signum=signum,
+    )
+
+
+def stopped_after_epoch(epoch: int, ckpt_path: Path, signum: int | None) -> TrainingInterruptedError:
+    """The error to raise when a stop was agreed at the end of an epoch (its checkpoint is already written)."""
+    return TrainingInterruptedError(
+        f"interrupted after epoch {epoch}; checkpoint saved to {ckpt_path}. Run again with --resume to continue.",
+        signum=signum,
+    )

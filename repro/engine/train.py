@@ -63,7 +63,6 @@ from repro.engine.errors import (
     NonFiniteLossError,
     TrainConfigError,
     TrainingError,
-    TrainingInterruptedError,
 )
 from repro.engine.evaluate import evaluate
 from repro.engine.loaders import build_loaders, shard_size
@@ -82,6 +81,8 @@ from repro.engine.loop import (
     run_directory_lock,
     show_progress,
     stop_agreed,
+    stop_mid_epoch,
+    stopped_after_epoch,
 )
 from repro.engine.metrics_io import EpochLogger
 from repro.engine.recipes import Recipe, get_recipe
@@ -516,15 +517,7 @@ class _Run:
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.3g}")
                 if stop_requested and self.step < self.steps_per_epoch:
-                    if ctx.is_main:
-                        log.warning("stop requested: saving a checkpoint at epoch %d, step %d", epoch, self.step)
-                    self.train_time += time.perf_counter() - started
-                    self._save(epoch_start_rng=self.replay.epoch_start_rng)
-                    raise TrainingInterruptedError(
-                        f"interrupted at epoch {epoch}, step {self.step}/{self.steps_per_epoch}; checkpoint saved to "
-                        f"{self.ckpt_path}. Run again with --resume to continue.",
-                        signum=stop.signum,
-                    )
+                    raise stop_mid_epoch(self, epoch, started, stop.signum)
         finally:
             if bar is not None:
                 bar.close()
@@ -600,11 +593,7 @@ class _Run:
                         row["epoch_time_s"],
                     )
                 if stop_agreed(stop, self.ctx):
-                    raise TrainingInterruptedError(
-                        f"interrupted after epoch {epoch}; checkpoint saved to {self.ckpt_path}. "
-                        "Run again with --resume to continue.",
-                        signum=stop.signum,
-                    )
+                    raise stopped_after_epoch(epoch, self.ckpt_path, stop.signum)
                 if stop_after is not None and epoch >= stop_after and epoch < self.last_epoch:
                     return self._summary(complete=False)
         metrics = self._summary(complete=True)
