@@ -17,6 +17,11 @@ if ! pkg-config --exists libturbojpeg 2>/dev/null || ! pkg-config --exists openc
 fi
 
 PYTHON=${PYTHON:-python3}
+# torch's wheel alone unpacks to about 5.5 GB: say so before pip fails half-way with "No space left on device".
+free_kb=$(df -Pk . | awk 'NR == 2 {print $4}')
+if [ ! -x .venv/bin/python ] && [ "${free_kb:-0}" -lt $((8 * 1024 * 1024)) ]; then
+  echo "[setup] warning: $((free_kb / 1024 / 1024)) GB free here; the environment needs about 7 GB" >&2
+fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 # constraints.txt pins every package the environment holds (regenerate: scripts/freeze_constraints.sh), so that a
 # fresh machine gets the environment the results and the lint were produced with.
