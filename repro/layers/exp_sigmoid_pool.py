@@ -24,7 +24,8 @@ import torch
 from torch.autograd.function import once_differentiable
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
-from repro.layers.small_head_attention import _exp, _numba_threads, kernels_enabled, numba
+from repro.layers.kernel_threads import run_items
+from repro.layers.small_head_attention import _exp, kernels_enabled, numba
 
 __all__ = ["exp_sigmoid_pool", "fused_pool_applies"]
 
@@ -61,8 +62,7 @@ class _ExpSigmoidPool(torch.autograd.Function):
         y = torch.empty(b, c, h // stride, w // stride, memory_format=layout)  # the input's memory format
         total = torch.empty_like(y)
         forward_kernel, _ = _kernels()
-        with _numba_threads():
-            forward_kernel(xd.numpy(), zd.numpy(), stride, y.numpy(), total.numpy())
+        run_items(forward_kernel, b * c, xd.numpy(), zd.numpy(), stride, y.numpy(), total.numpy())
         ctx.save_for_backward(xd, zd, y, total)
         ctx.stride = stride
         return y
@@ -73,17 +73,18 @@ class _ExpSigmoidPool(torch.autograd.Function):
         x, z, y, total = ctx.saved_tensors
         grad_x, grad_z = torch.empty_like(x), torch.empty_like(z)
         _, backward_kernel = _kernels()
-        with _numba_threads():
-            backward_kernel(
-                x.numpy(),
-                z.numpy(),
-                y.numpy(),
-                total.numpy(),
-                grad.detach().contiguous().numpy(),
-                ctx.stride,
-                grad_x.numpy(),
-                grad_z.numpy(),
-            )
+        run_items(
+            backward_kernel,
+            x.shape[0] * x.shape[1],
+            x.numpy(),
+            z.numpy(),
+            y.numpy(),
+            total.numpy(),
+            grad.detach().contiguous().numpy(),
+            ctx.stride,
+            grad_x.numpy(),
+            grad_z.numpy(),
+        )
         return grad_x, grad_z, None
 
 
@@ -93,15 +94,15 @@ def _channels_last(x: torch.Tensor) -> bool:
 
 @functools.cache
 def _kernels() -> tuple[Callable, Callable]:
-    jit = functools.partial(numba.njit, fastmath=True, cache=True, parallel=True)
+    jit = functools.partial(numba.njit, fastmath=True, cache=True, nogil=True, error_model="numpy")
     one = np.float32(1)
     limit = np.float32(80)  # exp(80)·(1 + ...) stays finite; sigmoid(-80) = 1.8e-35 is 0 for the pooling
 
     @jit
-    def forward(x, z, stride, y, total):  # pragma: no cover - compiled
-        batch, channels, _, width = x.shape
+    def forward(first, last, x, z, stride, y, total):  # pragma: no cover - compiled
+        channels, width = x.shape[1], x.shape[3]
         out_h, out_w = y.shape[2], y.shape[3]
-        for plane in numba.prange(batch * channels):
+        for plane in range(first, last):
             b, c = plane // channels, plane % channels
             weight = np.empty(width, np.float32)
             for i in range(out_h):
@@ -122,10 +123,10 @@ def _kernels() -> tuple[Callable, Callable]:
                     total[b, c, i, k] = den[k]
 
     @jit
-    def backward(x, z, y, total, grad, stride, grad_x, grad_z):  # pragma: no cover - compiled
-        batch, channels, height, width = x.shape
+    def backward(first, last, x, z, y, total, grad, stride, grad_x, grad_z):  # pragma: no cover - compiled
+        _, channels, height, width = x.shape
         out_h, out_w = y.shape[2], y.shape[3]
-        for plane in numba.prange(batch * channels):
+        for plane in range(first, last):
             b, c = plane // channels, plane % channels
             g = np.empty(width, np.float32)
             mean = np.empty(width, np.float32)

@@ -13,15 +13,15 @@ unrolled over the head channels) the same computation runs in a few passes over 
 
 Register blocking: every pass over the keys serves 4 query rows at once (each key or value element is loaded once
 for 4 rows, and dk, dv are read and written once for 4 rows), in chunks of 8 head channels (a fully unrolled inner
-loop for any d; the forward's weighted sum takes 2 value channels per pass). The forward runs in parallel over
-(batch, head, block of 64 query rows), the backward over (batch, head, query range): when B·h gives fewer than 4
-work items per thread, the queries of each head are split (:func:`query_splits`) and every range accumulates its
-own partial dk, dv, summed afterwards. Rows past the end of a range repeat its last row with a zero output gradient,
-so that no tail loop is needed.
+loop for any d; the forward's weighted sum takes 2 value channels per pass). The forward runs in parallel
+(:func:`repro.layers.kernel_threads.run_items`) over (batch, head, block of 64 query rows), the backward over
+(batch, head, query range): when B·h gives fewer than 4 work items per thread, the queries of each head are split
+(:func:`query_splits`) and every range accumulates its own partial dk, dv, summed afterwards. Rows past the end of a
+range repeat its last row with a zero output gradient, so that no tail loop is needed.
 
 The exponential is a Cephes-style polynomial (relative error below 3e-7) so that the compiler can vectorise it.
-The kernels are compiled by numba on first use for each head size (15-45 s, depending on d and the machine's
-load) and cached on disk (``__pycache__`` beside this file), after which loading takes well under a second.
+The kernels are compiled by numba on first use for each head size (about 6 s on 2 cores) and cached on disk
+(``__pycache__`` beside this file), after which loading takes well under a second.
 
 :func:`packed_self_attention` takes the packed ``in_proj`` output ``(B, N, 3E)`` and returns the concatenated heads
 ``(B, N, E)``; :func:`kernel_applies` says when it is used instead of ``F.scaled_dot_product_attention``
@@ -40,6 +40,8 @@ import numpy as np
 import torch
 from torch.autograd.function import once_differentiable
 from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+from repro.layers.kernel_threads import run_items
 
 try:
     import numba
@@ -142,8 +144,9 @@ class _SmallHeadAttention(torch.autograd.Function):
         out = qkv.new_empty(b, n, heads, d)
         lse = qkv.new_empty(b, heads, n)
         forward_kernel, _ = _kernels(d)
-        with _numba_threads():
-            forward_kernel(packed.numpy(), k_t.numpy(), v_t.numpy(), np.float32(d**-0.5), out.numpy(), lse.numpy())
+        items = b * heads * (-(-n // _ROW_BLOCK))
+        arrays = packed.numpy(), k_t.numpy(), v_t.numpy(), np.float32(d**-0.5), out.numpy(), lse.numpy()
+        run_items(forward_kernel, items, *arrays)
         out = out.view(b, n, e)
         ctx.save_for_backward(packed, k_t, v_t, out, lse)
         return out
@@ -159,19 +162,20 @@ class _SmallHeadAttention(torch.autograd.Function):
         grad_k_t = k_t.new_empty(splits, *k_t.shape)  # one partial dK, dV per query range
         grad_v_t = v_t.new_empty(splits, *v_t.shape)
         _, backward_kernel = _kernels(d)
-        with _numba_threads():
-            backward_kernel(
-                packed.numpy(),
-                k_t.numpy(),
-                v_t.numpy(),
-                out.detach().view(b, n, heads, d).numpy(),
-                grad.numpy(),
-                lse.numpy(),
-                np.float32(d**-0.5),
-                grad_qkv.numpy(),
-                grad_k_t.numpy(),
-                grad_v_t.numpy(),
-            )
+        run_items(
+            backward_kernel,
+            b * heads * splits,
+            packed.numpy(),
+            k_t.numpy(),
+            v_t.numpy(),
+            out.detach().view(b, n, heads, d).numpy(),
+            grad.numpy(),
+            lse.numpy(),
+            np.float32(d**-0.5),
+            grad_qkv.numpy(),
+            grad_k_t.numpy(),
+            grad_v_t.numpy(),
+        )
         grad_k_t, grad_v_t = (t[0] if splits == 1 else t.sum(0) for t in (grad_k_t, grad_v_t))
         grad_qkv[:, :, 1] = grad_k_t.permute(0, 3, 1, 2)
         grad_qkv[:, :, 2] = grad_v_t.permute(0, 3, 1, 2)
@@ -188,17 +192,6 @@ def query_splits(batch_heads: int, tokens: int, threads: int) -> int:
     the OS preempts does not hold up the others for long), at least 16 query rows each; 1 when B·h suffices."""
     wanted = -(-4 * threads // max(batch_heads, 1))
     return max(1, min(wanted, tokens // 16))
-
-
-@contextmanager
-def _numba_threads():
-    """Run numba's parallel loops on as many threads as PyTorch's intra-op pool."""
-    previous = numba.get_num_threads()
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
-    try:
-        yield
-    finally:
-        numba.set_num_threads(previous)
 
 
 @functools.cache
@@ -249,16 +242,16 @@ def _row_products(vec, mat, s0, s1, s2, s3, full, rest):  # pragma: no cover - c
 
 
 def _build_kernels(head_dim: int, row_block: int) -> tuple[Callable, Callable]:
-    jit = functools.partial(numba.njit, fastmath=True, cache=True, parallel=True)
+    jit = functools.partial(numba.njit, fastmath=True, cache=True, nogil=True, error_model="numpy")
     dim = head_dim
     full = dim - dim % _CHANNEL_CHUNK
     rest = dim % _CHANNEL_CHUNK
 
     @jit
-    def forward(qkv, k_t, v_t, scale, out, lse):  # pragma: no cover - compiled
-        batch, tokens, _, heads, _ = qkv.shape
+    def forward(first, last, qkv, k_t, v_t, scale, out, lse):  # pragma: no cover - compiled
+        _, tokens, _, heads, _ = qkv.shape
         blocks = (tokens + row_block - 1) // row_block
-        for item in numba.prange(batch * heads * blocks):
+        for item in range(first, last):
             b = item // (heads * blocks)
             h = (item // blocks) % heads
             start = (item % blocks) * row_block
@@ -315,10 +308,12 @@ def _build_kernels(head_dim: int, row_block: int) -> tuple[Callable, Callable]:
                     lse[b, h, i + r] = lse_rows[r]
 
     @jit
-    def backward(qkv, k_t, v_t, out, grad_out, lse, scale, grad_qkv, grad_k_t, grad_v_t):  # pragma: no cover
-        splits, batch, heads, _, tokens = grad_k_t.shape
+    def backward(  # pragma: no cover - compiled
+        first, last, qkv, k_t, v_t, out, grad_out, lse, scale, grad_qkv, grad_k_t, grad_v_t
+    ):
+        splits, _, heads, _, tokens = grad_k_t.shape
         span = (tokens + splits - 1) // splits
-        for item in numba.prange(batch * heads * splits):
+        for item in range(first, last):
             b = item // (heads * splits)
             h = (item // splits) % heads
             split = item % splits
