@@ -37,10 +37,11 @@ torchvision/timm-style blocks (``InvertedResidual``, ``MBConv``, ``BasicBlock``,
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 from torch import nn
 
@@ -214,12 +215,17 @@ def _branch_outputs(trace: ModelTrace, call: Call) -> tuple[int, ...]:
 
 @dataclass(frozen=True)
 class MemoryEvent:
-    """The memory held while one step runs."""
+    """The memory held while one step runs; ``detail`` (which maps make up ``elements``) is written on first use,
+    since a report needs it for its peak step only."""
 
     step: str
     rule: str
     elements: int
-    detail: str
+    describe: Callable[[], str] = field(repr=False, compare=False)
+
+    @functools.cached_property
+    def detail(self) -> str:
+        return self.describe()
 
 
 @dataclass(frozen=True)
@@ -394,6 +400,15 @@ def _effective_sizes(acc: _Accounting) -> dict[int, int]:
 def layerwise_events(
     trace: ModelTrace, stream_pools: bool = False
 ) -> tuple[list[MemoryEvent], dict[int, int], _Accounting]:
+    """The ``layerwise`` steps of ``trace``, the counted size of every storage and the accounting; computed once
+    per trace and ``stream_pools`` (``layerwise`` and ``largest-map`` share it). Callers must not modify them."""
+    key = ("layerwise_events", stream_pools)
+    if key not in trace.derived:
+        trace.derived[key] = _layerwise_events(trace, stream_pools)
+    return trace.derived[key]
+
+
+def _layerwise_events(trace: ModelTrace, stream_pools: bool) -> tuple[list[MemoryEvent], dict[int, int], _Accounting]:
     units = trace_steps(trace, use_rules=True, stream_pools=stream_pools)
     acc = _Accounting(trace, units)
     virtual, chains = _virtual_storages(acc)
@@ -430,7 +445,7 @@ def layerwise_events(
             core = max(d, o)
         total = core + sum(size(k) for k in held)
         if not streamed:
-            detail = _event_detail(trace, unit.rule, dying, new, held, size, unit.branches)
+            detail = functools.partial(_event_detail, trace, unit.rule, dying, new, held, size, unit.branches)
             events.append(MemoryEvent(unit.name, unit.rule, total, detail))
         alive = {k for k in (alive | set(new)) if acc.last_use.get(k, -1) > i and size(k) > 0}
     return events, {k: size(k) for k in trace.storages}, acc
@@ -452,9 +467,16 @@ def _event_detail(trace, rule, dying, new, held, size, branches) -> str:
     return text
 
 
+def _leaf_accounting(trace: ModelTrace) -> _Accounting:
+    """The accounting of the leaf steps (no block rules), shared by ``io-sum`` and ``liveness``."""
+    if "leaf_accounting" not in trace.derived:
+        trace.derived["leaf_accounting"] = _Accounting(trace, trace_steps(trace, use_rules=False))
+    return trace.derived["leaf_accounting"]
+
+
 def _naive_events(trace: ModelTrace, keep_alive: bool) -> list[MemoryEvent]:
-    units = trace_steps(trace, use_rules=False)
-    acc = _Accounting(trace, units)
+    acc = _leaf_accounting(trace)
+    units = acc.units
     size = trace.activation_numel
     events = []
     alive = {k for k in trace.input_keys}
@@ -464,15 +486,20 @@ def _naive_events(trace: ModelTrace, keep_alive: bool) -> list[MemoryEvent]:
         if keep_alive:
             live = alive | set(ins)
             total = sum(size(k) for k in live) + sum(size(k) for k in new)
-            detail = f"{len(live)} live + {len(new)} new maps"
+            detail = functools.partial(str.format, "{} live + {} new maps", len(live), len(new))
         else:
             total = sum(size(k) for k in ins) + sum(size(k) for k in new)
-            detail = f"in {' + '.join(_shape_text(trace.storages.get(k)) for k in ins) or '0'} + out " + (
-                " + ".join(_shape_text(trace.storages.get(k)) for k in new) or "0"
-            )
+            detail = functools.partial(_io_detail, trace, ins, new)
         events.append(MemoryEvent(unit.name, "plain", total, detail))
         alive = {k for k in (alive | set(new)) if acc.last_use.get(k, -1) > i}
     return events
+
+
+def _io_detail(trace: ModelTrace, ins: list[int], new: list[int]) -> str:
+    def maps(keys):
+        return " + ".join(_shape_text(trace.storages.get(k)) for k in keys) or "0"
+
+    return f"in {maps(ins)} + out {maps(new)}"
 
 
 def _largest_map_events(trace: ModelTrace) -> list[MemoryEvent]:
@@ -482,7 +509,8 @@ def _largest_map_events(trace: ModelTrace) -> list[MemoryEvent]:
         new = [k for k in acc.new_outputs(i) if sizes.get(k, 0) > 0]
         if new:
             key = max(new, key=lambda k: sizes[k])
-            out.append(MemoryEvent(unit.name, unit.rule, sizes[key], _shape_text(trace.storages[key], sizes[key])))
+            detail = functools.partial(_shape_text, trace.storages[key], sizes[key])
+            out.append(MemoryEvent(unit.name, unit.rule, sizes[key], detail))
     return out
 
 

@@ -80,6 +80,9 @@ class ModelTrace:
     output_keys: tuple[int, ...]
     input_shape: tuple[int, ...]
     device: str
+    derived: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
+    """Results computed from this trace, kept for reuse (e.g. the step sequence that several memory conventions
+    share); a trace is never modified after :func:`trace_model` returns it."""
 
     @property
     def root(self) -> Call:

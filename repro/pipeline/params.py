@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from repro.utils.yaml_load import safe_load
+
 PROFILES = ("smoke", "full")
 BACKENDS = ("torch", "ffcv")
 
@@ -121,7 +123,7 @@ def load_params(path: str | Path = "params.yaml") -> PipelineParams:
     if not path.is_file():
         raise ParamsError(f"{path}: not found (run from the repository root, where params.yaml lives)")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ParamsError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, Mapping):

@@ -22,6 +22,8 @@ from typing import Any
 
 import yaml
 
+from repro.utils.yaml_load import safe_load
+
 TASKS = ("classification", "detection", "face_detection")
 GROUPS_FILE = "groups.yaml"  # generated index of groups read by dvc.yaml (vars); not an entries file
 ENTRY_FIELDS = frozenset(
@@ -212,7 +214,7 @@ def _entries(entry_id: str, raw: Any, path: Path, file_group: str) -> list[Entry
 
 def _read_yaml(path: Path) -> Any:
     try:
-        return yaml.safe_load(path.read_text())
+        return safe_load(path.read_text())
     except OSError as exc:
         raise EntryError(f"{path}: cannot read ({exc.strerror or exc})") from None
     except yaml.YAMLError as exc:

@@ -18,6 +18,7 @@ import yaml
 
 from repro.records.runs import DEFAULT_SELECTION, SELECTIONS
 from repro.records.tolerance import DEFAULT_PRINTING, PRINTING, Tolerance, tolerance_for
+from repro.utils.yaml_load import SafeLoader
 
 PAPERS = ("sap", "rnnpool", "condensation")
 METRICS = ("accuracy", "map", "peak_memory", "macs", "params", "hidden_size", "claim")
@@ -57,8 +58,8 @@ class _Printed(float):
         return obj
 
 
-class _PrintedLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` whose ints and floats keep their source text (still plain data: no tags, no objects)."""
+class _PrintedLoader(SafeLoader):
+    """The safe loader whose ints and floats keep their source text (still plain data: no tags, no objects)."""
 
 
 def _number(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> _Printed:
