@@ -300,3 +300,21 @@ def test_a_face_detection_entry_trains_in_the_smoke_profile_and_reports_wider_ap
     assert {"easy", "medium", "hard", "tpr_at_fpr"} <= set(record.values["map"])
     assert all(0.0 <= v <= 1.0 for v in record.values["map"].values())
     assert not (root / "runs" / "g" / "face" / "checkpoint.pt").exists()
+
+
+def test_the_repro_command_ends_a_stage_with_its_output_and_exit_status(tmp_path):
+    """`repro stage ...` as DVC runs it (a new process through the console entry point, which skips the
+    interpreter's teardown after a successful stage): the files, the printed summary and the exit status."""
+    root = _tree(tmp_path)
+    (root / "paper_tables").mkdir()
+    args = ["--pipelines", "pipelines", "--paper-tables", "paper_tables", "--params", "params.yaml"]
+    command = [sys.executable, "-c", "import sys; from repro.cli import main; sys.argv[0] = 'repro'; main()"]
+    run = subprocess.run([*command, "stage", "profile", *args], cwd=root, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "profiled 3 entries" in run.stdout
+    rows = (root / "results" / "profile.csv").read_text().splitlines()
+    assert len(rows) == 4 and {r.split(",")[1] for r in rows[1:]} == {"tiny", "bad", "det"}
+    failed = subprocess.run(
+        [*command, "stage", "train", "nope", *args[:2], *args[4:]], cwd=root, capture_output=True, text=True
+    )
+    assert failed.returncode == 1 and "unknown group 'nope'" in failed.stderr + failed.stdout
