@@ -467,6 +467,15 @@ def _params(params: str):
         raise fail(exc) from None
 
 
+@stage_app.command("code")
+def stage_code() -> None:
+    """Fingerprint the code of every other stage: results/code/<stage>.txt (their DVC dependency on the package)."""
+    from repro.pipeline.stages import code as stage
+
+    written = stage.run()
+    typer.echo(f"fingerprinted the code of {len(written)} stages: {', '.join(p.stem for p in written)}")
+
+
 @stage_app.command("prepare")
 def stage_prepare(params: str = typer.Option("params.yaml")) -> None:
     """Generate the smoke datasets, or check the full profile's real ones; results/prepared/<dataset>.json."""

@@ -197,23 +197,51 @@ def test_generated_pipeline_files_are_up_to_date():
     assert not stale(load_entries(REPO / "pipelines"), REPO, REPO / "pipelines"), "run: repro pipeline write"
 
 
-def test_every_stage_depends_on_every_module_its_command_imports():
-    """The contract of dvc.yaml: a stage's code deps are the import closure of its module (plus the CLI and the
-    loaders its command calls); the train stage sees the grammar, layers and engine, the tables stage does not."""
-    from repro.pipeline.dvcfile import COMMAND_IMPORTS, STAGES
+def test_every_stage_depends_on_every_module_its_command_imports(tmp_path):
+    """The contract of dvc.yaml: the code stage depends on the package; every other stage depends on its fingerprint,
+    which covers the import closure of its module (plus the CLI and the loaders its command calls); the train stage
+    sees the grammar, layers and engine, the tables stage does not. An edit changes exactly the fingerprints of the
+    stages that can import the edited module."""
+    from repro.pipeline.dvcfile import COMMAND_IMPORTS, STAGES, fingerprint, fingerprint_path
     from repro.utils.import_graph import closure, module_files
 
     dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    assert dvc["stages"]["code"]["deps"] == ["repro"]
     files = module_files()
+    listed = {}
     for spec in STAGES:
+        if not spec.fingerprinted:
+            continue
         body = dvc["stages"][spec.name]
-        deps = set((body.get("do") or body)["deps"])
+        assert fingerprint_path(spec.name) in (body.get("do") or body)["deps"], spec.name
+        text = fingerprint(spec, REPO)
+        listed[spec.name] = {line.split("  ", 1)[1] for line in text.splitlines()}
         needed = {str(files[m].relative_to(REPO)) for m in closure([spec.module, *COMMAND_IMPORTS])}
-        assert needed <= deps, (spec.name, sorted(needed - deps))
-    train = set(dvc["stages"]["train"]["do"]["deps"])
-    assert {"repro/arch.py", "repro/layers/nlp.py", "repro/engine/train.py", "repro/models/sap.py"} <= train
-    tables = set(dvc["stages"]["tables"]["deps"])
-    assert "repro/arch.py" in tables and not any(d.startswith(("repro/layers", "repro/engine")) for d in tables)
+        assert needed <= listed[spec.name], (spec.name, sorted(needed - listed[spec.name]))
+    assert {"repro/arch.py", "repro/layers/nlp.py", "repro/engine/train.py", "repro/models/sap.py"} <= listed["train"]
+    assert "repro/arch.py" in listed["tables"]
+    assert not any(d.startswith(("repro/layers", "repro/engine")) for d in listed["tables"])
+
+    copy = tmp_path / "repo"  # edit a pool in a copy of the package: the train and profile fingerprints change
+    shutil.copytree(REPO / "repro", copy / "repro", ignore=shutil.ignore_patterns("__pycache__"))
+    before = {spec.name: fingerprint(spec, copy) for spec in STAGES if spec.fingerprinted}
+    with (copy / "repro" / "layers" / "nlp.py").open("a") as f:
+        f.write("# edited\n")
+    after = {spec.name: fingerprint(spec, copy) for spec in STAGES if spec.fingerprinted}
+    changed = {name for name in before if before[name] != after[name]}
+    assert {"train", "profile"} <= changed and "tables" not in changed and "prepare" not in changed
+
+
+def test_the_code_stage_writes_one_fingerprint_per_stage(tmp_path):
+    from repro.pipeline.dvcfile import STAGES, fingerprint
+    from repro.pipeline.stages import code
+
+    copy = tmp_path / "repo"
+    shutil.copytree(REPO / "repro", copy / "repro", ignore=shutil.ignore_patterns("__pycache__"))
+    written = code.run(copy)
+    assert sorted(p.name for p in written) == sorted(f"{s.name}.txt" for s in STAGES if s.fingerprinted)
+    train = next(s for s in STAGES if s.name == "train")
+    assert (copy / "results" / "code" / "train.txt").read_text() == fingerprint(train, copy)
 
 
 @pytest.mark.slow
