@@ -789,7 +789,7 @@ def train_faces_command(
 def main() -> None:  # pragma: no cover - console entry point
     """The ``repro`` command. A stage command that succeeded ends the process without the interpreter's teardown
     (about 1 s with torch loaded: module and library finalisers), once its output is flushed: its files are
-    written atomically by then, and ``dvc repro`` starts some 25 stage processes."""
+    written atomically by then, and ``dvc repro`` starts 26 stage processes."""
     try:
         app()
     except SystemExit as exc:
