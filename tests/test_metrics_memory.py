@@ -166,3 +166,34 @@ def test_bad_arguments_have_clear_messages(mnv2_trace):
     with pytest.raises(ValueError, match="needs image_size"):
         peak_memory(nn.Conv2d(3, 3, 1))
     assert "patch-recompute" in CONVENTIONS
+
+
+def _liveness_by_definition(trace):
+    """``liveness`` recomputed from its definition at every step: the maps produced and not yet last used (the
+    step's inputs included) plus the step's new maps, and the number of live maps."""
+    from repro.metrics.memory import _leaf_accounting
+
+    acc = _leaf_accounting(trace)
+    size = trace.activation_numel
+    alive, out = set(trace.input_keys), []
+    for i, unit in enumerate(acc.units):
+        new = acc.new_outputs(i)
+        live = alive | {k for k in unit.inputs if size(k) > 0}
+        out.append(
+            (
+                unit.name,
+                sum(size(k) for k in live) + sum(size(k) for k in new),
+                f"{len(live)} live + {len(new)} new maps",
+            )
+        )
+        alive = {k for k in alive | set(new) if acc.last_use.get(k, -1) > i}
+    return out
+
+
+@pytest.mark.parametrize("name", ["resnet18", "googlenet", "densenet121_rnnpool", "mobilenetv2_035_rnnpool_vww"])
+def test_liveness_kept_step_by_step_equals_its_definition(name):
+    from repro.metrics.model_cache import build_profile_model
+
+    trace = trace_model(build_profile_model(name, 10 if "vww" not in name else 2), 224)
+    events = peak_memory(trace, convention="liveness").events
+    assert [(e.step, e.elements, e.detail) for e in events] == _liveness_by_definition(trace)

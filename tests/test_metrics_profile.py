@@ -138,3 +138,61 @@ def test_patch_recompute():
     assert p.recompute_macs > 3 * p.macs
     with pytest.raises(ValueError, match="budget_from"):
         profile_model("mobilenetv2", 64, recompute={"until": "features.6"})
+
+
+def test_cells_are_computed_beside_the_entries_that_build_their_model():
+    from repro.metrics.cells import CellEvaluator, cell_values, model_cells
+    from repro.metrics.profile import profile_entries_and_cells
+    from repro.records.reported import load_tables
+
+    tables, _ = load_tables("paper_tables")
+    table_keys = {"rnnpool/table1", "rnnpool/vww_text"}
+    picked = [t for t in tables if t.key in table_keys]
+    cells = [
+        (key, cell)
+        for key, cell in model_cells(picked)
+        if cell.model["name"].startswith(("mobilenetv2_035", "mobilenetv2"))
+        and cell.model["name"] != "mobilenetv2_rnnpool"
+    ]
+    assert {c.convention for _, c in cells} >= {"patch-recompute", "layerwise"}  # a budget model of its own too
+    # one entry builds the same model as two vww cells (at another size: traced for the cells); none the others
+    entries = [_entry("vww", "mobilenetv2_035_rnnpool_vww", 96, num_classes=2, model_opts={"last_layer_rnnpool": True})]
+    expected = [v for v in cell_values(picked, CellEvaluator()) if (v.table, v.cell) in {(k, c.id) for k, c in cells}]
+    for workers in (1, 2):
+        rows, values = profile_entries_and_cells(entries, cells, conventions=("layerwise",), workers=workers)
+        assert [r.entry for r in rows] == ["vww"] and rows[0].error is None
+        assert values == expected and all(v.value is not None for v in values)
+
+
+def test_the_model_cache_builds_and_traces_once_and_does_not_keep_failures():
+    from repro.metrics.model_cache import ModelCache
+
+    cache = ModelCache()
+    model = cache.model("resnet18-skip-1222", 10, {})
+    assert cache.model("resnet18-skip-1222", 10, None) is model
+    assert cache.trace("resnet18-skip-1222", 10, {}, 32) is cache.trace("resnet18-skip-1222", 10, None, "32")
+    assert cache.trace("resnet18-skip-1222", 10, {}, 64) is not cache.trace("resnet18-skip-1222", 10, {}, 32)
+    for _ in range(2):  # asking again raises again
+        with pytest.raises(ValueError, match="nosuchpool"):
+            cache.model("resnet18-nosuchpool-1222", 10, {})
+
+
+def test_meta_builds_skip_the_initialisers_and_restore_them():
+    import torch
+    from torch import nn
+
+    from repro.metrics.model_cache import build_profile_model
+    from repro.models import build_model
+
+    originals = {name: getattr(nn.init, name) for name in ("kaiming_normal_", "uniform_", "zeros_")}
+    fast = build_profile_model("mobilenet_v2-nlp_headfix2-1222121", 10)
+    assert {name: getattr(nn.init, name) for name in originals} == originals
+    with torch.device("meta"):
+        plain = build_model("mobilenet_v2-nlp_headfix2-1222121", 10)
+    assert repr(fast) == repr(plain)
+    assert {k: (v.shape, v.dtype) for k, v in fast.state_dict().items()} == {
+        k: (v.shape, v.dtype) for k, v in plain.state_dict().items()
+    }
+    with pytest.raises(ValueError):
+        build_profile_model("resnet18-nosuchpool-1222", 10)
+    assert {name: getattr(nn.init, name) for name in originals} == originals

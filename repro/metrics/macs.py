@@ -73,14 +73,49 @@ for _name, _fn in (
         _EXTRA_FORMULAS[getattr(aten, _name)] = _fn
 
 
+def _shape(value):
+    """``value`` with tensors replaced by their shapes, one level into tuples and lists (what the formulas read)."""
+    if isinstance(value, torch.Tensor):
+        return value.shape
+    if isinstance(value, (tuple, list)):
+        return type(value)(v.shape if isinstance(v, torch.Tensor) else v for v in value)
+    return value
+
+
+Formula = Callable[[tuple, dict, object], int]  # (args, kwargs, out) -> MACs
+
+
+def _registry_formula(packet) -> Formula | None:
+    """``op_macs``'s formula for one overload packet: PyTorch's FLOP formula called on shapes (without its pytree
+    wrapper, which costs more than the formula on the trace's hot path), an extra formula here, or None."""
+    formula = flop_registry.get(packet)
+    if formula is not None:
+        on_shapes = getattr(formula, "__wrapped__", None)
+        if on_shapes is None:  # a formula registered with get_raw=True: it takes the tensors themselves
+            return lambda args, kwargs, out: int(formula(*args, **kwargs, out_val=out)) // 2
+
+        def macs(args: tuple, kwargs: dict, out) -> int:
+            shapes = [_shape(a) for a in args]
+            named = {k: _shape(v) for k, v in kwargs.items()}
+            return int(on_shapes(*shapes, out_shape=_shape(out), **named)) // 2
+
+        return macs
+    extra = _EXTRA_FORMULAS.get(packet)
+    if extra is not None:
+        return lambda args, kwargs, out: int(extra(*args, **kwargs))
+    return None
+
+
+_FORMULAS: dict[object, Formula | None] = {}  # ATen overload -> its MAC formula (None: not a MAC op)
+
+
 def op_macs(func, args: tuple, kwargs: dict, out) -> int:
     """MACs of one ATen call (0 for operations that are not multiply-accumulates)."""
-    packet = func._overloadpacket
-    if packet in flop_registry:
-        return int(flop_registry[packet](*args, **kwargs, out_val=out)) // 2
-    if packet in _EXTRA_FORMULAS:
-        return int(_EXTRA_FORMULAS[packet](*args, **kwargs))
-    return 0
+    try:
+        formula = _FORMULAS[func]
+    except KeyError:
+        formula = _FORMULAS[func] = _registry_formula(func._overloadpacket)
+    return 0 if formula is None else formula(args, kwargs, out)
 
 
 class MacCounter(TorchDispatchMode):
@@ -92,6 +127,10 @@ class MacCounter(TorchDispatchMode):
         self.total = 0
         self.by_scope: dict[object, int] = defaultdict(int)
         self.by_op: Counter[str] = Counter()
+
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        return False  # nothing is compiled under a counter: spare every ATen call torch's dynamo-disabling wrapper
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}

@@ -476,22 +476,44 @@ def _leaf_accounting(trace: ModelTrace) -> _Accounting:
 
 def _naive_events(trace: ModelTrace, keep_alive: bool) -> list[MemoryEvent]:
     acc = _leaf_accounting(trace)
-    units = acc.units
+    if keep_alive:
+        return _live_events(acc)
     size = trace.activation_numel
     events = []
-    alive = {k for k in trace.input_keys}
-    for i, unit in enumerate(units):
+    for i, unit in enumerate(acc.units):
         new = acc.new_outputs(i)
         ins = [k for k in unit.inputs if size(k) > 0]
-        if keep_alive:
-            live = alive | set(ins)
-            total = sum(size(k) for k in live) + sum(size(k) for k in new)
-            detail = functools.partial(str.format, "{} live + {} new maps", len(live), len(new))
-        else:
-            total = sum(size(k) for k in ins) + sum(size(k) for k in new)
-            detail = functools.partial(_io_detail, trace, ins, new)
+        total = sum(size(k) for k in ins) + sum(size(k) for k in new)
+        events.append(MemoryEvent(unit.name, "plain", total, functools.partial(_io_detail, trace, ins, new)))
+    return events
+
+
+def _live_events(acc: _Accounting) -> list[MemoryEvent]:
+    """``liveness``: each ``io-sum`` step's new maps plus every map alive at that step (produced, not yet last used),
+    its inputs included. The live set is kept up to date step by step (a map leaves after its last use)."""
+    size = acc.trace.activation_numel
+    last_use = acc.last_use
+    leaving: dict[int, list[int]] = defaultdict(list)  # step -> the maps last used there
+    for key, step in last_use.items():
+        leaving[step].append(key)
+    alive = set(acc.trace.input_keys)
+    alive_total = sum(size(k) for k in alive)
+    events = []
+    for i, unit in enumerate(acc.units):
+        new = acc.new_outputs(i)
+        joining = {k for k in unit.inputs if size(k) > 0 and k not in alive}
+        total = alive_total + sum(size(k) for k in joining) + sum(size(k) for k in new)
+        detail = functools.partial(str.format, "{} live + {} new maps", len(alive) + len(joining), len(new))
         events.append(MemoryEvent(unit.name, "plain", total, detail))
-        alive = {k for k in (alive | set(new)) if acc.last_use.get(k, -1) > i}
+        for key in new:
+            if key not in alive and last_use.get(key, -1) > i:
+                alive.add(key)
+                alive_total += size(key)
+        gone = leaving[i] if i else [k for k in alive if last_use.get(k, -1) <= 0]  # step 0: unused inputs too
+        for key in gone:
+            if key in alive:
+                alive.remove(key)
+                alive_total -= size(key)
     return events
 
 

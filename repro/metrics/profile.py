@@ -4,8 +4,9 @@ feature-map sizes and, on request, measured peak memory.
 :func:`profile_model` profiles one model at one input size into a :class:`ModelProfile`; :func:`profile_entries`
 profiles pipeline entries (:class:`repro.records.Entry`) into :class:`repro.records.ProfileRow` s, tracing each
 distinct configuration once (entries of many tables share architectures and sizes) and, with ``workers=2``, in two
-processes. Models are built on the ``meta`` device (no weights, no compute), so a trace costs the Python work of one
-forward pass; measured memory needs real weights and is opt-in.
+processes; :func:`profile_entries_and_cells` adds the reported cells with their own model block, computed from the same
+builds and traces. Models are built on the ``meta`` device (no weights, no compute), so a trace costs the Python work
+of one forward pass; measured memory needs real weights and is opt-in.
 """
 
 from __future__ import annotations
@@ -20,16 +21,20 @@ from typing import Any
 import torch
 from torch import nn
 
+from repro.metrics.cells import CellEvaluator, cell_value
 from repro.metrics.measured_memory import MODES, measure_peak_memory
 from repro.metrics.memory import CONVENTIONS, MemoryReport, peak_memory
 from repro.metrics.memory_rules import bytes_per_element
+from repro.metrics.model_cache import ModelCache, build_profile_model
 from repro.metrics.params import count_params
 from repro.metrics.recompute import patch_recompute_memory
-from repro.metrics.trace import FastMeta, mac_report, trace_model
+from repro.metrics.trace import ModelTrace, mac_report, trace_model
 from repro.records.entries import Entry, ImageSize, parse_size, size_text
-from repro.records.profile import PROFILED_CONVENTIONS, ProfileRow
+from repro.records.profile import PROFILED_CONVENTIONS, CellValue, ProfileRow
+from repro.records.reported import ReportedCell
+from repro.utils.gc_pause import collected_once
 
-__all__ = ["ModelProfile", "build_profile_model", "profile_entries", "profile_model"]
+__all__ = ["ModelProfile", "build_profile_model", "profile_entries", "profile_entries_and_cells", "profile_model"]
 
 
 @dataclass
@@ -101,19 +106,6 @@ class ModelProfile:
         }
 
 
-def build_profile_model(name: str, num_classes: int | None = None, opts: Mapping[str, Any] | None = None) -> nn.Module:
-    """Build ``name`` (registered model or SAP architecture string) on the ``meta`` device, falling back to the CPU
-    for models whose constructors need real tensors."""
-    from repro.models import build_model
-
-    opts = dict(opts or {})
-    try:
-        with torch.device("meta"), FastMeta():
-            return build_model(name, num_classes, **opts)
-    except (NotImplementedError, RuntimeError):
-        return build_model(name, num_classes, **opts)
-
-
 def _feature_shapes(model: nn.Module, image_size: ImageSize):
     from repro.models.sap_common import SapBackbone
     from repro.models.summary import feature_shapes
@@ -133,6 +125,7 @@ def profile_model(
     device: str = "cpu",
     id: str | None = None,
     recompute: Mapping[str, Any] | None = None,
+    trace: ModelTrace | None = None,
 ) -> ModelProfile:
     """Profile ``model`` (an ``nn.Module`` or a name for :func:`repro.models.build_model`) at ``image_size``.
 
@@ -140,7 +133,8 @@ def profile_model(
     ``patch-recompute``, which needs ``recompute``). ``measure``: any of ``'inference'``, ``'train'`` adds measured
     peak memory on ``device`` (builds real weights). ``recompute``: ``{budget_from: <model name>, until: <module
     name>}`` adds ``patch-recompute`` (peak memory and MACs; the budget is the ``layerwise`` peak of ``budget_from``
-    built with the same classes and input size). ``num_classes`` defaults to the model's own.
+    built with the same classes and input size). ``num_classes`` defaults to the model's own. ``trace``: a trace of
+    ``model`` (a module) at ``image_size`` to use instead of tracing again.
     """
     bad = [c for c in conventions if c not in CONVENTIONS or c == "patch-recompute"]
     if bad:
@@ -155,7 +149,8 @@ def profile_model(
     module = build_profile_model(model, num_classes, opts) if isinstance(model, str) else model
     if num_classes is None:
         num_classes = getattr(module, "num_classes", None) or _classifier_width(module)
-    trace = trace_model(module, image_size)
+    if trace is None:
+        trace = trace_model(module, image_size)
     macs = mac_report(trace)
     params = count_params(module)
     profile = ModelProfile(
@@ -226,15 +221,24 @@ def _error_row(entry: Entry, dtype: str, exc: BaseException) -> ProfileRow:
 
 
 Job = tuple[Entry, str]  # an entry and its dtype
+CellJob = tuple[int, str, ReportedCell]  # a cell's position in the output, its table's key, the cell
 
 
-def _profile_model_group(jobs: list[Job], conventions: Sequence[str]) -> list[ProfileRow]:
-    """The rows of configurations that differ only in image size: the model is built once (errors recorded)."""
+@dataclass
+class _Unit:
+    """The work of one model configuration: its entries (sizes, dtypes) and the reported cells that build it."""
+
+    jobs: list[Job] = field(default_factory=list)
+    cells: list[CellJob] = field(default_factory=list)
+
+
+def _profile_model_group(jobs: list[Job], conventions: Sequence[str], models: ModelCache) -> list[ProfileRow]:
+    """The rows of configurations that differ only in image size and dtype: built once (errors recorded)."""
     first = jobs[0][0]
     if not first.buildable:
         return [_error_row(entry, dtype, ValueError(f"not buildable: {entry.reason}")) for entry, dtype in jobs]
     try:
-        module = build_profile_model(first.arch, first.num_classes, first.model_opts)
+        module = models.model(first.arch, first.num_classes, first.model_opts)
     except Exception as exc:  # one entry's failure (bad name, bad option) is recorded; the others still run
         return [_error_row(entry, dtype, exc) for entry, dtype in jobs]
     rows = []
@@ -248,6 +252,7 @@ def _profile_model_group(jobs: list[Job], conventions: Sequence[str]) -> list[Pr
                 conventions=conventions,
                 dtype=dtype,
                 id=entry.id,
+                trace=models.trace(entry.arch, entry.num_classes, entry.model_opts, entry.image_size),
             )
         except Exception as exc:  # e.g. an input too small for the architecture
             rows.append(_error_row(entry, dtype, exc))
@@ -257,9 +262,22 @@ def _profile_model_group(jobs: list[Job], conventions: Sequence[str]) -> list[Pr
     return rows
 
 
-def _profile_groups(groups: list[list[Job]], conventions: Sequence[str]) -> list[list[ProfileRow]]:
+def _profile_unit(unit: _Unit, conventions: Sequence[str]) -> tuple[list[ProfileRow], list[tuple[int, CellValue]]]:
+    """One unit's rows and cell values; the cells reuse the entries' built model and traces."""
+    with collected_once():
+        return _profile_unit_work(unit, conventions)
+
+
+def _profile_unit_work(unit: _Unit, conventions: Sequence[str]):
+    models = ModelCache()
+    rows = _profile_model_group(unit.jobs, conventions, models) if unit.jobs else []
+    evaluator = CellEvaluator(models)
+    return rows, [(index, cell_value(table, cell, evaluator)) for index, table, cell in unit.cells]
+
+
+def _profile_units(units: list[_Unit], conventions: Sequence[str]) -> list[tuple[list[ProfileRow], list]]:
     torch.set_num_threads(1)  # meta-device traces are pure Python; threads would only compete
-    return [_profile_model_group(group, conventions) for group in groups]
+    return [_profile_unit(unit, conventions) for unit in units]
 
 
 def profile_entries(
@@ -277,26 +295,78 @@ def profile_entries(
     default). ``workers`` > 1 spreads the models over that many processes (fork; the rows are identical to a
     single-process run).
     """
+    rows, _ = profile_entries_and_cells(
+        entries, (), conventions=conventions, dtype=dtype, workers=workers, progress=progress
+    )
+    return rows
+
+
+def profile_entries_and_cells(
+    entries: Iterable[Entry],
+    cells: Iterable[tuple[str, ReportedCell]],
+    *,
+    conventions: Sequence[str] = PROFILED_CONVENTIONS,
+    dtype: Callable[[Entry], str] | str = "fp32",
+    workers: int = 1,
+    progress: bool = False,
+) -> tuple[list[ProfileRow], list[CellValue]]:
+    """:func:`profile_entries`, and the value of each of ``cells`` (``(table key, cell)`` with a model block:
+    :func:`repro.metrics.cells.model_cells`) in the given order. A cell is computed beside the entries that build the
+    same model (one build, one trace per size, in the same process); the values equal
+    :func:`~repro.metrics.cells.cell_values`'s.
+    """
     entries = list(entries)
     dtype_of = dtype if callable(dtype) else (lambda _e: dtype)
     dtypes = [dtype_of(e) for e in entries]
     unique: dict[str, Job] = {}
     for entry, dt in zip(entries, dtypes):
         unique.setdefault(_config_key(entry, dt), (entry, dt))
-    by_model: dict[str, list[Job]] = {}
+    units: dict[str, _Unit] = {}
+    by_build: dict[tuple, _Unit] = {}
     for job in unique.values():
-        by_model.setdefault(_model_key(*job), []).append(job)
-    groups = list(by_model.values())
-    if workers > 1 and len(groups) > 1 and "fork" in _start_methods():
-        results = _profile_parallel(groups, conventions, workers, progress)
+        unit = units.setdefault(_model_key(*job), _Unit())
+        unit.jobs.append(job)
+        entry = job[0]
+        by_build.setdefault(_build_key(entry.arch, entry.num_classes, entry.model_opts), unit)
+    cell_list = list(cells)
+    for index, (table, cell) in enumerate(cell_list):
+        build = _cell_build_key(cell)
+        unit = by_build.get(build) if build is not None else None
+        if unit is None:  # no entry builds this model: a unit of its own (shared by the cells that build it)
+            unit = by_build[build] = units[f"cells:{build}"] = _Unit()
+        unit.cells.append((index, table, cell))
+    plan = list(units.values())
+    if workers > 1 and len(plan) > 1 and "fork" in _start_methods():
+        results = _profile_parallel(plan, conventions, workers, progress)
     else:
-        results = _profile_serial(groups, conventions, progress)
-    by_key = {_config_key(*job): row for group, rows in zip(groups, results) for job, row in zip(group, rows)}
+        results = _profile_serial(plan, conventions, progress)
+    by_key = {_config_key(*job): row for unit, (rows, _) in zip(plan, results) for job, row in zip(unit.jobs, rows)}
     out = []
     for entry, dt in zip(entries, dtypes):
         row = by_key[_config_key(entry, dt)]
         out.append(row if row.entry == entry.id else dataclasses.replace(row, entry=entry.id))
-    return out
+    values: list[CellValue | None] = [None] * len(cell_list)
+    for _, unit_values in results:
+        for index, value in unit_values:
+            values[index] = value
+    return out, values
+
+
+def _build_key(name: Any, num_classes: Any, opts: Any) -> tuple:
+    return (
+        str(name),
+        int(num_classes) if num_classes is not None else None,
+        json.dumps(dict(opts or {}), sort_keys=True),
+    )
+
+
+def _cell_build_key(cell: ReportedCell) -> tuple | None:
+    """The build a cell's model block asks for (as :func:`_build_key`), or None for a block the evaluator rejects."""
+    spec = cell.model or {}
+    try:
+        return _build_key(spec["name"], spec.get("num_classes", 10), spec.get("opts"))
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _start_methods() -> list[str]:
@@ -312,34 +382,34 @@ def _bar(total: int, progress: bool):
     return tqdm(total=total, desc="profile", unit="model", disable=disable)
 
 
-def _profile_serial(groups: list[list[Job]], conventions, progress) -> list[list[ProfileRow]]:
+def _profile_serial(units: list[_Unit], conventions, progress) -> list:
     results = []
-    with _bar(len(groups), progress) as bar:
-        for group in groups:
-            results.append(_profile_model_group(group, conventions))
+    with _bar(len(units), progress) as bar:
+        for unit in units:
+            results.append(_profile_unit(unit, conventions))
             bar.update(1)
     return results
 
 
-def _profile_parallel(groups: list[list[Job]], conventions, workers: int, progress) -> list[list[ProfileRow]]:
-    """Groups spread over ``workers`` forked processes in small batches (a process that finishes early takes the
-    next batch), results in the order of ``groups``."""
+def _profile_parallel(units: list[_Unit], conventions, workers: int, progress) -> list:
+    """Units spread over ``workers`` forked processes in small batches (a process that finishes early takes the
+    next batch), results in the order of ``units``."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     from repro.utils.processes import die_with_parent
 
-    size = max(1, len(groups) // (8 * workers))
-    batches = [list(range(i, min(i + size, len(groups)))) for i in range(0, len(groups), size)]
+    size = max(1, len(units) // (8 * workers))
+    batches = [list(range(i, min(i + size, len(units)))) for i in range(0, len(units), size)]
     context = multiprocessing.get_context("fork")
-    results: list[list[ProfileRow]] = [[] for _ in groups]
+    results: list = [None] * len(units)
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=die_with_parent)
-    with pool, _bar(len(groups), progress) as bar:
+    with pool, _bar(len(units), progress) as bar:
         futures = {
-            pool.submit(_profile_groups, [groups[i] for i in batch], tuple(conventions)): batch for batch in batches
+            pool.submit(_profile_units, [units[i] for i in batch], tuple(conventions)): batch for batch in batches
         }
         for future, batch in futures.items():
-            for index, rows in zip(batch, future.result()):
-                results[index] = rows
+            for index, result in zip(batch, future.result()):
+                results[index] = result
             bar.update(len(batch))
     return results

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -108,6 +109,9 @@ class ModelTrace:
         return storage.numel if storage is not None and storage.is_float else 0
 
 
+_NO_OUTPUT = object()
+
+
 class _Recorder:
     def __init__(self, model: nn.Module) -> None:
         self.names = {m: n for n, m in model.named_modules(remove_duplicate=False)}
@@ -133,12 +137,15 @@ class _Recorder:
                 out.append(key)
         return tuple(out)
 
-    def pre_hook(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+    def pre_hook(self, module: nn.Module, args: tuple) -> None:
+        name = self.names.get(module)
+        if name is None:  # a module outside the traced model: its ops count as the enclosing call's free ops
+            return
         self.busy = True
         try:
             parent = self.stack[-1] if self.stack else None
-            call = Call(len(self.calls), self.names.get(module, type(module).__name__), module, parent)
-            call.inputs = self.keys((args, kwargs))
+            call = Call(len(self.calls), name, module, parent)
+            call.inputs = self.keys(args)
             if parent is not None:
                 self.calls[parent].items.append(("call", call.index))
             self.calls.append(call)
@@ -146,11 +153,17 @@ class _Recorder:
         finally:
             self.busy = False
 
-    def post_hook(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+    def post_hook(self, module: nn.Module, args: tuple, kwargs: Any, output: Any = _NO_OUTPUT) -> None:
+        if module not in self.names:
+            return
+        if output is _NO_OUTPUT:  # torch calls always-called global hooks without kwargs when forward raised
+            kwargs, output = {}, kwargs
         self.busy = True
         try:
-            index = self.stack.pop()
-            self.calls[index].outputs = self.keys(output)
+            call = self.calls[self.stack.pop()]
+            if kwargs:  # global pre-hooks see no keyword arguments: their tensors join the inputs here
+                call.inputs = tuple(dict.fromkeys((*call.inputs, *self.keys(kwargs))))
+            call.outputs = self.keys(output)
         finally:
             self.busy = False
 
@@ -222,6 +235,10 @@ class FastMeta(TorchDispatchMode):
         super().__init__()
         self.counter = counter  # count MACs here too: one dispatch mode instead of two on the trace's hot path
 
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        return False  # nothing is compiled under this mode: spare every ATen call torch's dynamo-disabling wrapper
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = self._run(func, args, kwargs)
@@ -231,38 +248,61 @@ class FastMeta(TorchDispatchMode):
 
     def _run(self, func, args, kwargs):
         first = args[0] if args else None
-        if (
-            isinstance(first, torch.Tensor)
-            and first.device.type == "meta"
-            and torch.Tag.inplace in func.tags
-            and torch.Tag.inplace_view not in func.tags
-        ):
+        if not (isinstance(first, torch.Tensor) and first.device.type == "meta"):
+            return func(*args, **kwargs)
+        kind = _KINDS.get(func)
+        if kind is None:
+            kind = _KINDS[func] = _shortcut_kind(func)
+        if kind == "inplace":
             return first  # in-place ops keep the shape: weight initialisation (normal_, uniform_, ...), fills, ReLU_
-        if isinstance(first, torch.Tensor) and first.device.type == "meta" and torch.Tag.pointwise in func.tags:
+        if kind == "pointwise":
             tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
             if (
                 "out" not in kwargs
-                and len(func._schema.returns) == 1
-                and func._schema.name.split("::")[-1] not in _NON_FLOAT_RESULTS
                 and first.is_floating_point()
                 and all(t.dtype == first.dtype and t.device.type == "meta" for t in tensors)
             ):
-                return torch.empty(
-                    torch.broadcast_shapes(*(t.shape for t in tensors)), dtype=first.dtype, device="meta"
-                )
-        if func is torch.ops.aten.convolution.default and first.is_meta and not args[6] and first.dim() == 4:
-            return _conv_meta(*args)
-        shape = _matmul_like_shape(func, args) if isinstance(first, torch.Tensor) and first.is_meta else None
-        if shape is not None and not kwargs:
-            return first.new_empty(shape)
-        if func is torch.ops.aten.native_batch_norm.default and isinstance(first, torch.Tensor) and first.is_meta:
+                shapes = [t.shape for t in tensors]
+                shape = shapes[0] if all(s == shapes[0] for s in shapes) else torch.broadcast_shapes(*shapes)
+                return torch.empty(shape, dtype=first.dtype, device="meta")
+        elif kind == "convolution":
+            if not args[6] and first.dim() == 4:
+                return _conv_meta(*args)
+        elif kind == "matmul":
+            shape = _matmul_like_shape(func, args)
+            if shape is not None and not kwargs:
+                return first.new_empty(shape)
+        elif kind == "batch_norm":
             stats = first.new_empty((first.shape[1] if first.dim() > 1 else first.shape[0],))
-            return torch.empty_like(first), stats, stats.clone()
+            out = first.new_empty(first.shape) if first.is_contiguous() else torch.empty_like(first)  # same strides
+            return out, stats, stats.clone()
         return func(*args, **kwargs)
 
 
 _aten = torch.ops.aten
 _SAME_SHAPE_OPS = (_aten._safe_softmax.default, _aten._softmax.default, _aten._log_softmax.default)
+_MATMUL_OPS = (*_SAME_SHAPE_OPS, _aten.mm.default, _aten.addmm.default, _aten.bmm.default, _aten.baddbmm.default)
+_KINDS: dict[Any, str] = {}  # ATen overload -> its FastMeta shortcut ("" for none)
+
+
+def _shortcut_kind(func) -> str:
+    """Which shortcut :class:`FastMeta` takes for ``func`` on meta tensors ("" for none: run its meta kernel)."""
+    tags = func.tags
+    if torch.Tag.inplace in tags and torch.Tag.inplace_view not in tags:
+        return "inplace"
+    if (
+        torch.Tag.pointwise in tags
+        and len(func._schema.returns) == 1
+        and func._schema.name.split("::")[-1] not in _NON_FLOAT_RESULTS
+    ):
+        return "pointwise"
+    if func is _aten.convolution.default:
+        return "convolution"
+    if func in _MATMUL_OPS:
+        return "matmul"
+    if func is _aten.native_batch_norm.default:
+        return "batch_norm"
+    return ""
 
 
 def _matmul_like_shape(func, args) -> tuple[int, ...] | None:
@@ -339,10 +379,10 @@ def trace_model(
     shape = _input_shape(model, image_size, batch_size, in_channels)
     x = torch.zeros(shape, device=device) if device.type != "meta" else torch.empty(shape, device=device)
     recorder = _Recorder(model)
-    handles = []
-    for module in model.modules():
-        handles.append(module.register_forward_pre_hook(recorder.pre_hook, with_kwargs=True))
-        handles.append(module.register_forward_hook(recorder.post_hook, with_kwargs=True, always_call=True))
+    handles = [  # global hooks (one registration, not two per module); the recorder ignores other models' modules
+        register_module_forward_pre_hook(recorder.pre_hook),
+        register_module_forward_hook(recorder.post_hook, with_kwargs=True, always_call=True),
+    ]
     was_training = model.training
     fastpath = torch.backends.mha.get_fastpath_enabled()
     model.eval()

@@ -10,13 +10,11 @@ Both are profile-independent: smoke and full give the same numbers.
 
 from __future__ import annotations
 
-import multiprocessing
 from collections.abc import Mapping
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from repro.metrics.cells import cell_values
-from repro.metrics.profile import profile_entries
+from repro.metrics.cells import model_cells
+from repro.metrics.profile import profile_entries_and_cells
 from repro.models.registry import model_defaults
 from repro.records.entries import Entry
 from repro.records.profile import CellValue, ProfileRow, cells_csv_text, profile_csv_text
@@ -44,16 +42,11 @@ def run(
     workers: int = 2,
     progress: bool = False,
 ) -> tuple[list[ProfileRow], list[CellValue]]:
-    """Profile every entry and every cell with a model block; write both files atomically. With ``workers`` > 1
-    the cells are computed in a process of their own while the entries are spread over ``workers`` others."""
-    if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
-        with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork")) as pool:
-            cells_job = pool.submit(cell_values, tables)
-            rows = profile_entries(entries.values(), dtype=entry_dtype, workers=workers, progress=progress)
-            values = cells_job.result()
-    else:
-        rows = profile_entries(entries.values(), dtype=entry_dtype, workers=1, progress=progress)
-        values = cell_values(tables)
+    """Profile every entry and every cell with a model block (a cell beside the entries that build its model,
+    ``workers`` processes); write both files atomically."""
+    rows, values = profile_entries_and_cells(
+        entries.values(), model_cells(tables), dtype=entry_dtype, workers=workers, progress=progress
+    )
     write_text_atomic(out, profile_csv_text(rows))
     write_text_atomic(cells_out, cells_csv_text(values))
     return rows, values
