@@ -1,7 +1,7 @@
 """Python's cyclic garbage collector paused over a piece of work that allocates many short-lived objects.
 
 Tracing a model allocates hundreds of thousands of small objects (calls, storages, tensors, frames); the collector's
-automatic passes over them, while they are still in use, cost a tenth or more of the profile stage's time. With
+automatic passes over them, while they are still in use, are a clear share of the profile stage's time. With
 :func:`collected_once` the work runs with the collector paused and its leftovers are collected once at the end:
 every object allocated meanwhile is in the youngest generation, so a generation-0 pass finds all of them (and does
 not scan the older objects of the process).
