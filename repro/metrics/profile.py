@@ -264,11 +264,11 @@ def _profile_model_group(jobs: list[Job], conventions: Sequence[str], models: Mo
 
 def _profile_unit(unit: _Unit, conventions: Sequence[str]) -> tuple[list[ProfileRow], list[tuple[int, CellValue]]]:
     """One unit's rows and cell values; the cells reuse the entries' built model and traces."""
-    with collected_once():
+    with collected_once():  # the work's locals (models, traces) are gone when the collection runs
         return _profile_unit_work(unit, conventions)
 
 
-def _profile_unit_work(unit: _Unit, conventions: Sequence[str]):
+def _profile_unit_work(unit: _Unit, conventions: Sequence[str]) -> tuple[list[ProfileRow], list]:
     models = ModelCache()
     rows = _profile_model_group(unit.jobs, conventions, models) if unit.jobs else []
     evaluator = CellEvaluator(models)
