@@ -322,12 +322,12 @@ def profile_entries_and_cells(
     for entry, dt in zip(entries, dtypes):
         unique.setdefault(_config_key(entry, dt), (entry, dt))
     units: dict[str, _Unit] = {}
-    by_build: dict[tuple, _Unit] = {}
+    by_build: dict[str | None, _Unit] = {}  # ModelCache.key of a build -> the unit that builds it
     for job in unique.values():
         unit = units.setdefault(_model_key(*job), _Unit())
         unit.jobs.append(job)
         entry = job[0]
-        by_build.setdefault(_build_key(entry.arch, entry.num_classes, entry.model_opts), unit)
+        by_build.setdefault(ModelCache.key(entry.arch, entry.num_classes, entry.model_opts), unit)
     cell_list = list(cells)
     for index, (table, cell) in enumerate(cell_list):
         build = _cell_build_key(cell)
@@ -352,19 +352,12 @@ def profile_entries_and_cells(
     return out, values
 
 
-def _build_key(name: Any, num_classes: Any, opts: Any) -> tuple:
-    return (
-        str(name),
-        int(num_classes) if num_classes is not None else None,
-        json.dumps(dict(opts or {}), sort_keys=True),
-    )
-
-
-def _cell_build_key(cell: ReportedCell) -> tuple | None:
-    """The build a cell's model block asks for (as :func:`_build_key`), or None for a block the evaluator rejects."""
+def _cell_build_key(cell: ReportedCell) -> str | None:
+    """The :meth:`ModelCache.key` of the build a cell's model block asks for (read as :class:`CellEvaluator` reads
+    it), or None for a block the evaluator rejects."""
     spec = cell.model or {}
     try:
-        return _build_key(spec["name"], spec.get("num_classes", 10), spec.get("opts"))
+        return ModelCache.key(str(spec["name"]), int(spec.get("num_classes", 10)), dict(spec.get("opts") or {}))
     except (KeyError, TypeError, ValueError):
         return None
 
